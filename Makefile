@@ -1,0 +1,47 @@
+# One entry point for every task; the README shows these targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test train lint format loadtest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Serving only: no torch in this environment.
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.serve-installed
+
+run: $(VENV)/.serve-installed  ## install, then serve models/ on $(PORT)
+	$(BIN)/mnist-serve --models models/ --port $(PORT)
+
+test: $(VENV)/.dev-installed  ## install the dev extra, then run every test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+train: $(VENV)/.dev-installed  ## reproduce the published models (adds a new version)
+	$(BIN)/python -m training train --model mnist_mlp --out models/
+	$(BIN)/python -m training train --model mnist_cnn --out models/
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+loadtest: $(VENV)/.dev-installed  ## 60 s headless Locust run against a server it starts
+	$(BIN)/python -m loadtest $(LOADTEST_ARGS)
+
+bench: $(VENV)/.dev-installed  ## throughput/latency table (see README "Benchmarks")
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -1,0 +1,100 @@
+"""Errors the service raises on purpose, each carrying the HTTP status it maps to.
+
+One exception handler (see ``serving.app``) turns any ``ServingError`` into
+``{"error": "..."}`` with its status code and headers. Raise these where the problem
+is known; never catch ``Exception`` to hide a bug.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base error: a message for the client, an HTTP status, optional headers."""
+
+    status_code: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = headers or {}
+
+
+class InvalidInput(ServingError):
+    """The request body or parameters do not match what the model accepts."""
+
+    status_code = 400
+
+
+class Unauthorized(ServingError):
+    """A protected endpoint was called without a valid API key."""
+
+    status_code = 401
+
+    def __init__(self, message: str = "missing or invalid API key") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ModelNotFound(ServingError):
+    """No such model, or no such version of it, in the repository."""
+
+    status_code = 404
+
+
+class PayloadTooLarge(ServingError):
+    """The body is larger than ``max_body_bytes``; refused before it is read whole."""
+
+    status_code = 413
+
+
+class UnsupportedMediaType(ServingError):
+    """The request's Content-Type is not one the endpoint decodes."""
+
+    status_code = 415
+
+
+class Overloaded(ServingError):
+    """The queue is full, or the request could not finish before its deadline.
+
+    ``reason`` labels the rejection in metrics (``queue_full``, ``deadline``,
+    ``shutting_down``); the status is 503 or 429 by setting, with ``Retry-After``.
+    """
+
+    status_code = 503
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        retry_after_s: float = 1.0,
+        status_code: int = 503,
+    ) -> None:
+        retry_after = str(max(1, round(retry_after_s)))
+        super().__init__(message, status_code=status_code, headers={"Retry-After": retry_after})
+        self.reason = reason
+
+
+class ModelNotReady(ServingError):
+    """The model exists but is not loaded or is being unloaded."""
+
+    status_code = 503
+
+
+class DeadlineExceeded(ServingError):
+    """The request waited in the queue past its timeout; its work was dropped unrun."""
+
+    status_code = 504
+
+
+class InferenceFailed(ServingError):
+    """ONNX Runtime raised while running the batch holding this request."""
+
+    status_code = 500

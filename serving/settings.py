@@ -1,0 +1,75 @@
+"""The one settings object: every knob of the service, from ``MNIST_SERVE_*`` or the CLI.
+
+Defaults marked "measured" come from ``loadtest/bench.py`` on a 2-core machine;
+the README's "Tuning" section has the table they were read from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["cpu", "cuda", "auto"]
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one mnist-serve process (and of each of its workers)."""
+
+    model_config = SettingsConfigDict(env_prefix="MNIST_SERVE_", extra="forbid")
+
+    # Where and how to listen.
+    models_dir: Path = Field(Path("models"), description="Model repository: <name>/<version>/")
+    host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 in containers")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+
+    # ONNX Runtime.
+    device: Device = Field("cpu", description="cpu, cuda (fails without a GPU), auto")
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="ORT intra-op threads; default: usable CPUs / workers"
+    )
+    inter_op_threads: int = Field(1, ge=1, description="ORT inter-op threads")
+    graph_optimization: GraphOptimization = Field("all", description="ORT graph optimisation")
+    warmup: bool = Field(True, description="Run every batch bucket once before ready")
+
+    # Dynamic batching.
+    batching: bool = Field(True, description="Gather concurrent requests into one ORT call")
+    max_batch_size: int = Field(64, ge=1, description="Images per ORT call (measured)")
+    max_queue_delay_ms: float = Field(
+        1.0, ge=0, description="Longest wait for batch-mates while the model is busy (measured)"
+    )
+    max_queue_size: int = Field(
+        2048, ge=1, description="Images waiting per model before requests are refused"
+    )
+    overload_status_code: Literal[429, 503] = Field(503, description="Status for refusals")
+
+    # Limits on requests.
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a request may wait and run; a header may ask less"
+    )
+    max_images_per_request: int = Field(1024, ge=1, description="Images in one request")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Largest request body")
+    max_image_pixels: int = Field(
+        25_000_000, ge=1, description="Largest decoded picture (decompression-bomb guard)"
+    )
+
+    # Lifecycle and failure policy.
+    shutdown_grace_s: float = Field(30.0, ge=0, description="Time to drain on SIGTERM")
+    skip_bad_models: bool = Field(
+        False, description="Serve the good models when one fails to load, instead of exiting"
+    )
+
+    # Security.
+    api_key: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <key>'")
+    api_key_protects_metrics: bool = Field(False, description="Also require the key on /metrics")
+    cors_allow_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty = CORS off"
+    )
+
+    # Logs.
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    access_log: bool = Field(True, description="One JSON line per request")

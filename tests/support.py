@@ -1,0 +1,149 @@
+"""Helpers the tests share: a tiny real ONNX model, a real server process, integration gates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from serving.card import MODEL_FILE, ModelCard, TensorSpec, file_sha256
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED_MODELS = REPO_ROOT / "models"
+# The command the Dockerfile CMD and docker-compose run: configuration comes from MNIST_SERVE_*.
+SERVE_COMMAND = ["mnist-serve"]
+
+
+def integration_required() -> bool:
+    return os.environ.get("MNIST_SERVE_REQUIRE_INTEGRATION") == "1"
+
+
+def require_binary(name: str) -> str:
+    """Path of an external binary; skip (or fail under MNIST_SERVE_REQUIRE_INTEGRATION=1)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt-get install it, or see .ci/run)"
+        if integration_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_tiny_model(repo: Path, name: str = "tiny", version: int = 1, seed: int = 0) -> Path:
+    """Publish a real ONNX softmax-regression model with fixed random weights.
+
+    Built with ``onnx.helper`` so serving tests need no torch; the graph has the
+    production contract (``input`` [-1,1,28,28] -> ``logits`` [-1,10]).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0, 0.05, size=(784, 10)).astype(np.float32)
+    bias = rng.normal(0, 0.05, size=(10,)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "weights", "bias"], ["logits"]),
+        ],
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        initializer=[
+            numpy_helper.from_array(weights, "weights"),
+            numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    version_dir = repo / name / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, version_dir / MODEL_FILE)
+    ModelCard(
+        name=name,
+        version=version,
+        architecture={"name": "linear", "seed": seed},
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 1, 28, 28])],
+        outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 10])],
+        model_sha256=file_sha256(version_dir / MODEL_FILE),
+        opset=17,
+        created=datetime.now(timezone.utc).isoformat(),
+    ).write(version_dir)
+    return version_dir
+
+
+def tiny_logits(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What ``write_tiny_model(seed=seed)`` computes, in numpy, to check served answers."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0, 0.05, size=(784, 10)).astype(np.float32)
+    bias = rng.normal(0, 0.05, size=(10,)).astype(np.float32)
+    return images.reshape(len(images), 784).astype(np.float32) @ weights + bias
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Poll /v2/health/ready until 200, the process dies, or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{base_url}/v2/health/ready", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"server at {base_url} not ready after {timeout_s} s")
+
+
+@contextmanager
+def running_server(
+    models_dir: Path, *, env: dict[str, str] | None = None, timeout_s: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``mnist-serve`` (the container's command) on a free port; yield (url, process)."""
+    port = free_port()
+    server_env = {
+        **os.environ,
+        "MNIST_SERVE_MODELS_DIR": str(models_dir),
+        "MNIST_SERVE_HOST": "127.0.0.1",
+        "MNIST_SERVE_PORT": str(port),
+        **(env or {}),
+    }
+    executable = Path(sys.executable).parent / SERVE_COMMAND[0]
+    process = subprocess.Popen(
+        [str(executable), *SERVE_COMMAND[1:]],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base_url, process, timeout_s)
+        yield base_url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
