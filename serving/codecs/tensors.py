@@ -1,0 +1,67 @@
+"""Validate image batches once decoded: the one check every API path shares.
+
+Whatever the wire format (v1 JSON, octet-stream, pictures, V2 tensors), the
+batcher receives a float32 ``(N, 1, 28, 28)`` C-contiguous array of finite pixels
+in ``[0, 1]``. Everything here is vectorised: the per-pixel work is numpy's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.errors import InvalidInput
+
+IMAGE_SIDE = 28
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+# Trailing shapes accepted after the batch dimension.
+_IMAGE_SHAPES = ((IMAGE_PIXELS,), (IMAGE_SIDE, IMAGE_SIDE), (1, IMAGE_SIDE, IMAGE_SIDE))
+
+
+def check_image_count(count: int, max_images: int, field: str = "images") -> None:
+    """Refuse empty batches and batches above the per-request limit."""
+    if count == 0:
+        raise InvalidInput(f"{field}: expected at least one image, got none")
+    if count > max_images:
+        raise InvalidInput(
+            f"{field}: {count} images exceed the limit of {max_images} images per request"
+        )
+
+
+def validate_images(array: np.ndarray, max_images: int, field: str = "images") -> np.ndarray:
+    """Return ``array`` as float32 ``(N, 1, 28, 28)``; raise InvalidInput naming the problem.
+
+    Accepts ``(N, 784)``, ``(N, 28, 28)`` or ``(N, 1, 28, 28)`` of any real dtype;
+    pixels must be finite and in ``[0, 1]`` (raw 0-255 pixels divided by 255).
+    """
+    if array.dtype.kind not in "fiu":
+        raise InvalidInput(f"{field}: expected numbers, got an array of dtype {array.dtype}")
+    if array.ndim >= 1 and array.shape[0] == 0:
+        check_image_count(0, max_images, field)
+    if array.ndim == 0 or array.shape[1:] not in _IMAGE_SHAPES:
+        raise InvalidInput(
+            f"{field}: expected shape (N, 784), (N, 28, 28) or (N, 1, 28, 28), "
+            f"got {tuple(array.shape)}"
+        )
+    check_image_count(array.shape[0], max_images, field)
+    images = np.ascontiguousarray(array, dtype=np.float32).reshape(
+        array.shape[0], 1, IMAGE_SIDE, IMAGE_SIDE
+    )
+    # min/max propagate NaN, so one comparison covers NaN, inf and range.
+    if not (images.min() >= 0.0 and images.max() <= 1.0):
+        raise InvalidInput(_describe_bad_pixel(images, field))
+    return images
+
+
+def _describe_bad_pixel(images: np.ndarray, field: str) -> str:
+    """Name the first image and pixel that is not finite or not in [0, 1] (error path only)."""
+    flat = images.reshape(len(images), IMAGE_PIXELS)
+    not_finite = ~np.isfinite(flat)
+    if not_finite.any():
+        image, pixel = np.argwhere(not_finite)[0]
+        return f"{field}[{image}]: pixel {pixel} is {flat[image, pixel]}; pixels must be finite"
+    image, pixel = np.argwhere((flat < 0.0) | (flat > 1.0))[0]
+    hint = " (divide 0-255 pixels by 255)" if flat[image, pixel] > 1.0 else ""
+    return (
+        f"{field}[{image}]: pixel {pixel} is {float(flat[image, pixel]):g}; "
+        f"pixels must be in [0, 1]{hint}"
+    )

@@ -1,0 +1,137 @@
+"""validate_images: every API path's last check before the batcher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from serving.codecs.tensors import validate_images
+from serving.errors import InvalidInput
+
+
+@pytest.mark.parametrize("shape", [(3, 784), (3, 28, 28), (3, 1, 28, 28)])
+def test_accepted_layouts_become_n_1_28_28_float32(shape: tuple[int, ...]) -> None:
+    array = np.random.default_rng(0).random(shape)
+
+    images = validate_images(array, max_images=8)
+
+    assert images.shape == (3, 1, 28, 28)
+    assert images.dtype == np.float32
+    assert images.flags.c_contiguous
+    np.testing.assert_array_equal(images.reshape(3, 784), array.reshape(3, 784).astype(np.float32))
+
+
+def test_non_contiguous_input_is_made_contiguous() -> None:
+    array = np.random.default_rng(0).random((28, 28, 2)).astype(np.float32).transpose(2, 0, 1)
+
+    images = validate_images(array, max_images=8)
+
+    assert images.flags.c_contiguous
+    np.testing.assert_array_equal(images[:, 0], array)
+
+
+def test_integer_zeros_and_ones_are_accepted() -> None:
+    images = validate_images(np.ones((2, 784), dtype=np.int64), max_images=8)
+
+    assert images.dtype == np.float32
+    assert images.max() == 1.0
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((784,), r"expected shape \(N, 784\), \(N, 28, 28\) or \(N, 1, 28, 28\), got \(784,\)"),
+        ((28, 28), r"got \(28, 28\)"),
+        ((2, 783), r"got \(2, 783\)"),
+        ((2, 3, 28, 28), r"got \(2, 3, 28, 28\)"),
+        ((), r"got \(\)"),
+    ],
+)
+def test_wrong_shapes_are_refused_with_the_shape(shape: tuple[int, ...], expected: str) -> None:
+    with pytest.raises(InvalidInput, match=expected):
+        validate_images(np.zeros(shape, dtype=np.float32), max_images=8)
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 784), (0, 28, 28)])
+def test_empty_batch_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(InvalidInput, match="expected at least one image, got none"):
+        validate_images(np.zeros(shape, dtype=np.float32), max_images=8)
+
+
+def test_too_many_images_names_the_limit() -> None:
+    with pytest.raises(InvalidInput, match="9 images exceed the limit of 8 images per request"):
+        validate_images(np.zeros((9, 784), dtype=np.float32), max_images=8)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixel_is_named(bad_value: float) -> None:
+    array = np.zeros((3, 784), dtype=np.float32)
+    array[2, 100] = bad_value
+
+    with pytest.raises(InvalidInput, match=r"images\[2\]: pixel 100 is .*must be finite"):
+        validate_images(array, max_images=8)
+
+
+def test_raw_0_255_pixels_are_refused_with_a_hint() -> None:
+    array = np.zeros((1, 784), dtype=np.float32)
+    array[0, 5] = 255.0
+
+    with pytest.raises(InvalidInput, match=r"images\[0\]: pixel 5 is 255; .*divide 0-255"):
+        validate_images(array, max_images=8)
+
+
+def test_negative_pixel_is_refused() -> None:
+    array = np.zeros((1, 28, 28), dtype=np.float64)
+    array[0, 1, 2] = -0.25
+
+    with pytest.raises(InvalidInput, match=r"images\[0\]: pixel 30 is -0.25; pixels must be in"):
+        validate_images(array, max_images=8)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.complex64, np.str_, object])
+def test_non_real_dtypes_are_refused(dtype: type) -> None:
+    with pytest.raises(InvalidInput, match="expected numbers, got an array of dtype"):
+        validate_images(np.zeros((1, 784), dtype=dtype), max_images=8)
+
+
+def test_field_name_is_used_in_messages() -> None:
+    with pytest.raises(InvalidInput, match=r"^inputs\[0\]\.data\[0\]: pixel 0"):
+        validate_images(np.full((1, 784), 2.0), max_images=8, field="inputs[0].data")
+
+
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.float32, np.float64, np.uint8, np.int32]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, max_side=30),
+    )
+)
+def test_any_numeric_array_gives_valid_images_or_invalid_input(array: np.ndarray) -> None:
+    try:
+        images = validate_images(array, max_images=4)
+    except InvalidInput:
+        return
+    assert images.shape[1:] == (1, 28, 28)
+    assert 1 <= len(images) <= 4
+    assert np.isfinite(images).all()
+    assert images.min() >= 0.0
+    assert images.max() <= 1.0
+
+
+@given(
+    hnp.arrays(
+        dtype=np.float32,
+        shape=st.tuples(st.integers(0, 6), st.just(784)),
+        elements=st.floats(-2.0, 2.0, width=32) | st.sampled_from([np.nan, np.inf, 0.0, 1.0]),
+    )
+)
+def test_valid_batches_are_accepted_and_others_refused(array: np.ndarray) -> None:
+    is_valid = 1 <= len(array) <= 4 and bool(((array >= 0) & (array <= 1)).all())
+
+    if is_valid:
+        np.testing.assert_array_equal(validate_images(array, max_images=4).reshape(-1, 784), array)
+    else:
+        with pytest.raises(InvalidInput):
+            validate_images(array, max_images=4)
