@@ -1,0 +1,534 @@
+// mnist-serve try-it page: draw (or drop) a digit, ask every model through the public v1 API.
+// Plain browser JavaScript, no build step and nothing from a CDN.
+"use strict";
+
+(() => {
+  const PREDICT_INTERVAL_MS = 150; // at most one round of requests this often while drawing
+  const KEY_STORAGE = "mnist-serve.api-key";
+  // Uploads the server decodes as they are; anything else the browser can read is re-sent as PNG.
+  const SENDABLE_TYPES = new Set(["image/png", "image/jpeg"]);
+  const BLANK_IMAGE = /no ink|blank|empty image/i;
+
+  const canvas = document.getElementById("canvas");
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  const dropZone = document.getElementById("drop-zone");
+  const resultsBox = document.getElementById("results");
+  const statusLine = document.getElementById("status");
+  const announcer = document.getElementById("announcer");
+  const quickResults = document.getElementById("quick-results");
+  const keyPanel = document.getElementById("key-panel");
+  const keyForm = document.getElementById("key-form");
+  const keyInput = document.getElementById("key-input");
+  const cardTemplate = document.getElementById("model-card");
+
+  const state = {
+    models: [], // [{name, version, accuracy, provider, isReady}]
+    cards: new Map(), // model name -> card elements
+    ink: "light", // "light" = white ink on black, "dark" = black ink on white
+    hasInk: false,
+    upload: null, // the dropped/chosen file while it is what the canvas shows
+    isDrawing: false,
+    lastPoint: null,
+    timer: null,
+    inFlight: false,
+    isPending: false,
+    generation: 0, // bumped by Clear so late answers for an old drawing are dropped
+  };
+
+  // ---------- API ----------
+
+  function authHeaders() {
+    const key = sessionStorage.getItem(KEY_STORAGE);
+    return key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function readError(response) {
+    try {
+      const body = await response.json();
+      if (body && typeof body.error === "string") return body.error;
+      if (body && body.detail) return JSON.stringify(body.detail);
+    } catch {
+      // not JSON: fall through to the status text
+    }
+    return `${response.status} ${response.statusText}`.trim();
+  }
+
+  async function fetchJson(url, options = {}) {
+    const response = await fetch(url, {
+      ...options,
+      headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
+    });
+    if (!response.ok) throw new ApiError(response.status, await readError(response));
+    return { body: await response.json(), response };
+  }
+
+  // GET /v1/models -> one entry per model (its latest version).
+  function describeModels(body) {
+    const entries = Array.isArray(body) ? body : body.models || [];
+    return entries.map((entry) => {
+      const versions = Array.isArray(entry.versions) ? entry.versions : [];
+      const latest = entry.latest_version ?? entry.version ?? versions[versions.length - 1];
+      const metrics = entry.metrics || (entry.card && entry.card.metrics) || {};
+      const accuracy =
+        entry.accuracy ?? entry.test_accuracy ?? metrics.test_accuracy_onnxruntime ?? metrics.test_accuracy_pytorch;
+      return {
+        name: entry.name,
+        version: latest === undefined || latest === null ? "" : String(latest),
+        accuracy: typeof accuracy === "number" ? accuracy : null,
+        provider: entry.provider || "",
+        isReady: entry.ready ?? entry.is_ready ?? true,
+      };
+    });
+  }
+
+  function serverMilliseconds(response) {
+    // Server-Timing: "queue;dur=0.1, compute;dur=0.4" -> the sum, or the "total" entry if any.
+    const header = response.headers.get("Server-Timing");
+    if (!header) return null;
+    let sum = 0;
+    let total = null;
+    for (const part of header.split(",")) {
+      const name = part.split(";")[0].trim();
+      const match = /dur=([\d.]+)/.exec(part);
+      if (!match) continue;
+      const ms = Number(match[1]);
+      if (name === "total" || name === "app") total = ms;
+      else sum += ms;
+    }
+    return total ?? (sum > 0 ? sum : null);
+  }
+
+  async function predict(model, body, contentType) {
+    const started = performance.now();
+    const { body: answer, response } = await fetchJson(
+      `/v1/models/${encodeURIComponent(model.name)}/predict`,
+      { method: "POST", headers: { "Content-Type": contentType }, body },
+    );
+    const roundTripMs = performance.now() - started;
+    return { answer, roundTripMs, serverMs: serverMilliseconds(response) };
+  }
+
+  // ---------- status, announcements, API key ----------
+
+  function setStatus(text, kind = "info") {
+    statusLine.textContent = text;
+    statusLine.dataset.kind = kind;
+  }
+
+  function setBusy() {
+    const isBusy = state.timer !== null || state.inFlight || state.isPending;
+    resultsBox.setAttribute("aria-busy", String(isBusy));
+  }
+
+  function askForKey(message) {
+    keyPanel.hidden = false;
+    if (message) document.getElementById("key-message").textContent = message;
+    setStatus("An API key is needed to call the models.", "error");
+    if (document.activeElement !== keyInput) keyInput.focus();
+  }
+
+  keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = keyInput.value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_STORAGE, key);
+    keyInput.value = "";
+    keyPanel.hidden = true;
+    loadModels().then(() => {
+      if (state.hasInk) requestPrediction(true);
+    });
+  });
+
+  // ---------- model cards ----------
+
+  function formatPercent(fraction, digits = 1) {
+    return `${(fraction * 100).toFixed(digits)} %`;
+  }
+
+  function buildCard(model) {
+    const fragment = cardTemplate.content.cloneNode(true);
+    const root = fragment.querySelector(".model-card");
+    root.dataset.model = model.name;
+    root.querySelector(".model-name").textContent = model.name;
+    root.querySelector(".model-version").textContent = model.version ? `v${model.version}` : "";
+    root.querySelector(".model-accuracy").textContent =
+      model.accuracy === null ? "n/a" : formatPercent(model.accuracy, 2);
+    root.querySelector(".model-provider").textContent =
+      model.provider.replace(/ExecutionProvider$/, "") || "n/a";
+    if (!model.isReady) root.dataset.state = "not-ready";
+    const bars = root.querySelector(".bars");
+    const fills = [];
+    for (let digit = 0; digit < 10; digit += 1) {
+      const bar = document.createElement("li");
+      bar.className = "bar";
+      bar.innerHTML = '<div class="bar-track"><div class="bar-fill"></div></div>';
+      const label = document.createElement("span");
+      label.className = "bar-digit";
+      label.textContent = String(digit);
+      label.setAttribute("aria-hidden", "true");
+      bar.append(label);
+      bars.append(bar);
+      fills.push(bar);
+    }
+    resultsBox.append(root);
+    return {
+      root,
+      label: root.querySelector(".prediction-label"),
+      confidence: root.querySelector(".prediction-confidence"),
+      latency: root.querySelector(".prediction-latency"),
+      error: root.querySelector(".model-error"),
+      bars: fills,
+    };
+  }
+
+  function showProbabilities(card, probabilities) {
+    const top = probabilities.indexOf(Math.max(...probabilities));
+    card.bars.forEach((bar, digit) => {
+      const probability = probabilities[digit] ?? 0;
+      bar.querySelector(".bar-fill").style.height = `${(probability * 100).toFixed(1)}%`;
+      bar.dataset.top = String(digit === top && probability > 0);
+      bar.setAttribute("aria-label", `${digit}: ${formatPercent(probability)}`);
+      bar.title = `${digit}: ${formatPercent(probability, 2)}`;
+    });
+  }
+
+  function resetCard(card, message = "Draw to predict") {
+    delete card.root.dataset.label;
+    card.root.dataset.state = "idle";
+    card.label.textContent = "–";
+    card.confidence.textContent = message;
+    card.latency.textContent = "";
+    card.error.hidden = true;
+    showProbabilities(card, new Array(10).fill(0));
+  }
+
+  function showPrediction(card, result) {
+    const prediction = result.answer.predictions[0];
+    card.root.dataset.state = "done";
+    card.root.dataset.label = String(prediction.label);
+    card.label.textContent = String(prediction.label);
+    card.confidence.textContent = `${formatPercent(prediction.confidence)} sure`;
+    const roundTrip = document.createElement("span");
+    roundTrip.className = "latency-round-trip";
+    roundTrip.textContent = `${Math.round(result.roundTripMs)} ms round trip`;
+    card.latency.replaceChildren(roundTrip);
+    if (result.serverMs !== null) {
+      const server = document.createElement("span");
+      server.className = "latency-server";
+      server.textContent = `server ${result.serverMs.toFixed(1)} ms`;
+      card.latency.append(server);
+    }
+    card.error.hidden = true;
+    showProbabilities(card, prediction.probabilities);
+  }
+
+  function showCardError(card, message) {
+    card.root.dataset.state = "error";
+    card.label.textContent = "!";
+    card.confidence.textContent = "No prediction";
+    card.latency.textContent = "";
+    card.error.textContent = message;
+    card.error.hidden = false;
+  }
+
+  async function loadModels() {
+    setStatus("Loading models…");
+    try {
+      const { body } = await fetchJson("/v1/models");
+      state.models = describeModels(body);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) askForKey();
+      else setStatus(`Could not list the models: ${error.message}`, "error");
+      return;
+    }
+    resultsBox.replaceChildren();
+    state.cards.clear();
+    for (const model of state.models) {
+      const card = buildCard(model);
+      resetCard(card);
+      state.cards.set(model.name, card);
+    }
+    if (state.models.length === 0) setStatus("This server has no models loaded.", "error");
+    else setStatus(`${state.models.length} model${state.models.length === 1 ? "" : "s"} ready. Draw a digit.`);
+  }
+
+  // ---------- predictions ----------
+
+  function canvasPng() {
+    return new Promise((resolve, reject) => {
+      canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("canvas is empty"))), "image/png");
+    });
+  }
+
+  function requestPrediction(isImmediate = false) {
+    if (isImmediate) {
+      clearTimeout(state.timer);
+      state.timer = null;
+      runPredictions();
+    } else if (state.timer === null) {
+      state.timer = setTimeout(() => {
+        state.timer = null;
+        runPredictions();
+      }, PREDICT_INTERVAL_MS);
+    }
+    setBusy();
+  }
+
+  async function runPredictions() {
+    if (state.inFlight) {
+      state.isPending = true; // one more round when this one lands, with the newest drawing
+      setBusy();
+      return;
+    }
+    if (!state.hasInk || state.models.length === 0) return setBusy();
+    state.inFlight = true;
+    setBusy();
+    const generation = state.generation;
+    try {
+      const body = state.upload || (await canvasPng());
+      const contentType = state.upload ? state.upload.type : "image/png";
+      const outcomes = await Promise.allSettled(
+        state.models.map((model) => predict(model, body, contentType)),
+      );
+      if (generation === state.generation) showOutcomes(outcomes);
+    } finally {
+      state.inFlight = false;
+      if (state.isPending) {
+        state.isPending = false;
+        runPredictions();
+      }
+      setBusy();
+    }
+  }
+
+  function showOutcomes(outcomes) {
+    let blankMessage = null;
+    let needsKey = false;
+    const failures = [];
+    const spoken = [];
+    const quick = [];
+    outcomes.forEach((outcome, index) => {
+      const model = state.models[index];
+      const card = state.cards.get(model.name);
+      if (outcome.status === "fulfilled") {
+        showPrediction(card, outcome.value);
+        const prediction = outcome.value.answer.predictions[0];
+        spoken.push(`${model.name} predicts ${prediction.label}, ${formatPercent(prediction.confidence, 0)}`);
+        quick.push(`${model.name} ${prediction.label}`);
+        return;
+      }
+      const error = outcome.reason;
+      if (error instanceof ApiError && error.status === 401) {
+        needsKey = true;
+        resetCard(card, "API key needed");
+      } else if (error instanceof ApiError && error.status === 400 && BLANK_IMAGE.test(error.message)) {
+        blankMessage = error.message;
+        resetCard(card);
+      } else {
+        const message = error instanceof ApiError ? error.message : `Cannot reach the server (${error.message})`;
+        showCardError(card, message);
+        failures.push(`${model.name}: ${message}`);
+      }
+    });
+    if (needsKey) askForKey();
+    else if (failures.length > 0) setStatus(failures.join(" · "), "error");
+    else if (blankMessage !== null) setStatus("The image looks blank: draw a digit (the server says: " + blankMessage + ").", "hint");
+    else setStatus("Live: predictions update as you draw.");
+    quickResults.textContent = quick.join(" · ");
+    if (spoken.length > 0 && !state.isDrawing) announcer.textContent = spoken.join(". ") + ".";
+  }
+
+  // ---------- drawing ----------
+
+  function inkColour() {
+    return state.ink === "light" ? "#ffffff" : "#000000";
+  }
+
+  function paperColour() {
+    return state.ink === "light" ? "#000000" : "#ffffff";
+  }
+
+  function paintPaper() {
+    context.globalCompositeOperation = "source-over";
+    context.fillStyle = paperColour();
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    canvas.style.background = paperColour();
+  }
+
+  function canvasPoint(event) {
+    const box = canvas.getBoundingClientRect();
+    return {
+      x: ((event.clientX - box.left) / box.width) * canvas.width,
+      y: ((event.clientY - box.top) / box.height) * canvas.height,
+    };
+  }
+
+  function strokeTo(point) {
+    context.globalCompositeOperation = "source-over";
+    context.strokeStyle = inkColour();
+    context.fillStyle = inkColour();
+    context.lineWidth = canvas.width / 14; // about MNIST's stroke width relative to the digit
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    const from = state.lastPoint || point;
+    if (from.x === point.x && from.y === point.y) {
+      context.beginPath();
+      context.arc(point.x, point.y, context.lineWidth / 2, 0, 2 * Math.PI);
+      context.fill();
+    } else {
+      context.beginPath();
+      context.moveTo(from.x, from.y);
+      context.lineTo(point.x, point.y);
+      context.stroke();
+    }
+    state.lastPoint = point;
+  }
+
+  function markChanged() {
+    state.hasInk = true;
+    state.upload = null;
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    if (event.pointerType === "mouse" && event.button !== 0) return;
+    event.preventDefault();
+    canvas.setPointerCapture(event.pointerId);
+    state.isDrawing = true;
+    state.lastPoint = null;
+    if (state.upload) paintPaper(); // drawing over a dropped picture starts a fresh canvas
+    markChanged();
+    strokeTo(canvasPoint(event));
+    requestPrediction();
+  });
+
+  canvas.addEventListener("pointermove", (event) => {
+    if (!state.isDrawing) return;
+    event.preventDefault();
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+    for (const each of events.length > 0 ? events : [event]) strokeTo(canvasPoint(each));
+    requestPrediction();
+  });
+
+  function endStroke() {
+    if (!state.isDrawing) return;
+    state.isDrawing = false;
+    state.lastPoint = null;
+    requestPrediction(true);
+  }
+
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+  canvas.addEventListener("lostpointercapture", endStroke);
+
+  function clearCanvas() {
+    state.generation += 1;
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.isPending = false;
+    state.hasInk = false;
+    state.upload = null;
+    state.isDrawing = false;
+    state.lastPoint = null;
+    paintPaper();
+    for (const card of state.cards.values()) resetCard(card);
+    if (state.models.length > 0) setStatus("Cleared. Draw a digit.");
+    announcer.textContent = "Canvas cleared.";
+    quickResults.textContent = "";
+    setBusy();
+  }
+
+  document.getElementById("clear").addEventListener("click", clearCanvas);
+
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" && event.key !== "Delete") return;
+    const target = event.target;
+    if (target instanceof HTMLInputElement && target.type !== "radio" && target.type !== "file") return;
+    event.preventDefault();
+    clearCanvas();
+  });
+
+  // Switching ink colours inverts what is already drawn.
+  for (const radio of document.querySelectorAll('input[name="ink"]')) {
+    radio.addEventListener("change", () => {
+      if (!radio.checked) return;
+      state.ink = radio.value;
+      context.globalCompositeOperation = "difference";
+      context.fillStyle = "#ffffff";
+      context.fillRect(0, 0, canvas.width, canvas.height);
+      context.globalCompositeOperation = "source-over";
+      canvas.style.background = paperColour();
+      if (state.hasInk) {
+        state.upload = null; // the canvas, not the original file, now shows what to classify
+        requestPrediction(true);
+      }
+    });
+  }
+
+  // ---------- image files ----------
+
+  async function showImage(file) {
+    const bitmap = await createImageBitmap(file);
+    paintPaper();
+    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
+    const width = bitmap.width * scale;
+    const height = bitmap.height * scale;
+    context.drawImage(bitmap, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
+    bitmap.close();
+  }
+
+  async function useFile(file) {
+    if (!file) return;
+    if (file.type && !file.type.startsWith("image/")) {
+      setStatus(`${file.name} is not an image.`, "error");
+      return;
+    }
+    state.generation += 1;
+    let isShown = true;
+    try {
+      await showImage(file);
+    } catch {
+      isShown = false; // the browser cannot draw it; the server may still decode it
+    }
+    state.hasInk = true;
+    state.upload = SENDABLE_TYPES.has(file.type) || !isShown ? file : null;
+    if (!isShown) setStatus(`Sending ${file.name} as is (this browser cannot preview it).`);
+    requestPrediction(true);
+  }
+
+  const fileInput = document.getElementById("file-input");
+  fileInput.addEventListener("change", () => {
+    useFile(fileInput.files[0]);
+    fileInput.value = ""; // choosing the same file again still fires "change"
+  });
+
+  let dragDepth = 0;
+  window.addEventListener("dragenter", (event) => {
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
+    dragDepth += 1;
+    dropZone.classList.add("dragging");
+  });
+  window.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) dropZone.classList.remove("dragging");
+  });
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault(); // never let the browser navigate away to the dropped file
+    dragDepth = 0;
+    dropZone.classList.remove("dragging");
+    const file = event.dataTransfer && event.dataTransfer.files[0];
+    if (file) useFile(file);
+  });
+
+  // ---------- start ----------
+
+  paintPaper();
+  loadModels();
+})();
