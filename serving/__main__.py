@@ -1,0 +1,114 @@
+"""``mnist-serve`` / ``python -m serving``: every setting as a flag or an MNIST_SERVE_* variable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+import uvicorn
+from pydantic import SecretStr
+from pydantic_settings import CliApp, SettingsConfigDict
+
+from serving.app import create_app
+from serving.logs import configure_logging
+from serving.metrics import prepare_multiprocess_dir
+from serving.settings import Settings
+
+logger = logging.getLogger("mnist_serve.cli")
+
+# uvicorn's knobs that protect the server from slow or idle clients.
+KEEP_ALIVE_TIMEOUT_S = 5
+BACKLOG = 2048
+
+
+class CliSettings(Settings):
+    """The settings, parsed from flags first, then MNIST_SERVE_* variables, then defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MNIST_SERVE_",
+        extra="forbid",
+        cli_prog_name="mnist-serve",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+
+def parse_settings(argv: Sequence[str]) -> Settings:
+    # ``--models`` is the short spelling the README uses for ``--models-dir``.
+    args = ["--models-dir" if arg == "--models" else arg for arg in argv]
+    args = [f"--models-dir={arg[9:]}" if arg.startswith("--models=") else arg for arg in args]
+    parsed = CliApp.run(CliSettings, cli_args=args)
+    return Settings.model_validate(parsed.model_dump())
+
+
+def settings_as_environment(settings: Settings) -> dict[str, str]:
+    """MNIST_SERVE_* variables that rebuild ``settings`` in each worker process."""
+    environment: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool | list):
+            value = json.dumps(value)
+        environment[f"MNIST_SERVE_{name.upper()}"] = str(value)
+    return environment
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but readiness turns false the moment SIGTERM or SIGINT arrives."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "http": "httptools",
+        "loop": "uvloop",
+        "log_config": None,
+        "access_log": False,
+        "timeout_keep_alive": KEEP_ALIVE_TIMEOUT_S,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        "backlog": BACKLOG,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    configure_logging(settings.log_level)
+    if settings.workers == 1:
+        app = create_app(settings)
+        server = app.state.server
+
+        def start_draining() -> None:
+            server.is_draining = True
+
+        config = uvicorn.Config(app, **uvicorn_options(settings))
+        DrainingServer(config, on_exit=start_draining).run()
+        return
+    # Several processes: each worker rebuilds the settings from the environment, and
+    # metrics are aggregated across them through prometheus-client's multiprocess files.
+    os.environ.update(settings_as_environment(settings))
+    prepare_multiprocess_dir()
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        workers=settings.workers,
+        **uvicorn_options(settings),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""What every inference route does between decoding and encoding.
+
+Routers decode and validate a body into images, then call :func:`infer`, which
+applies the request's deadline, submits to the model's batcher, and records the
+outcome in metrics and in ``request.state`` (for Server-Timing and access logs).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from starlette.requests import Request
+
+from serving.batcher import BatchResult
+from serving.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    Overloaded,
+    PayloadTooLarge,
+    ServingError,
+)
+
+if TYPE_CHECKING:
+    from serving.app import Server
+    from serving.repository import ServedModel
+
+TIMEOUT_HEADER = "x-request-timeout-ms"
+
+_OUTCOMES: dict[type[ServingError], str] = {
+    Overloaded: "rejected",
+    DeadlineExceeded: "timeout",
+    InferenceFailed: "server_error",
+}
+
+
+@dataclass(frozen=True)
+class InferenceRecord:
+    """Where one request's time went; the middleware turns it into Server-Timing and logs."""
+
+    model: str
+    version: str
+    images: int
+    queue_s: float
+    compute_s: float
+    batch_images: int
+
+
+def server_of(request: Request) -> Server:
+    return request.app.state.server
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``max_body_bytes``.
+
+    The limit is enforced on the wire by ``serving.limits.BodyLimitMiddleware``; this
+    checks again so a router works the same when mounted without it.
+    """
+    body = await request.body()
+    limit = server_of(request).settings.max_body_bytes
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body over the {limit}-byte limit (max_body_bytes)")
+    return body
+
+
+def request_deadline(request: Request, timeout_s: float | None = None) -> float:
+    """The ``time.monotonic()`` instant this request must finish by: the smallest of the
+    server's ``request_timeout_s``, the ``X-Request-Timeout-Ms`` header and ``timeout_s``."""
+    limits_s = [server_of(request).settings.request_timeout_s]
+    header = request.headers.get(TIMEOUT_HEADER)
+    if header is not None:
+        try:
+            header_ms = float(header)
+        except ValueError:
+            raise InvalidInput(
+                f"header X-Request-Timeout-Ms: expected milliseconds, got {header!r}"
+            ) from None
+        if not header_ms > 0:
+            raise InvalidInput(f"header X-Request-Timeout-Ms: must be > 0, got {header!r}")
+        limits_s.append(header_ms / 1000)
+    if timeout_s is not None:
+        if not timeout_s > 0:
+            raise InvalidInput(f"timeout must be > 0, got {timeout_s!r} s")
+        limits_s.append(timeout_s)
+    started = request.scope.get("state", {}).get("start_monotonic", time.monotonic())
+    return started + min(limits_s)
+
+
+async def infer(
+    request: Request,
+    model: ServedModel,
+    images: np.ndarray,
+    *,
+    endpoint: str,
+    timeout_s: float | None = None,
+) -> BatchResult:
+    """Run validated images (N, 1, 28, 28) through the model's batcher, counting the outcome."""
+    server = server_of(request)
+    started = time.perf_counter()
+    deadline = request_deadline(request, timeout_s)
+    request.state.is_counted = True
+    try:
+        result = await model.batcher.submit(images, deadline=deadline)
+    except ServingError as error:
+        outcome = _OUTCOMES.get(type(error), "server_error")
+        if isinstance(error, Overloaded):
+            server.metrics.request_rejected(
+                model=model.name, version=model.version, reason=error.reason
+            )
+        _finish(request, server, model, endpoint, outcome, 0, started, None)
+        raise
+    request.state.inference = InferenceRecord(
+        model.name,
+        model.version,
+        len(images),
+        result.queue_s,
+        result.compute_s,
+        result.batch_images,
+    )
+    _finish(request, server, model, endpoint, "success", len(images), started, result.queue_s)
+    return result
+
+
+def _finish(
+    request: Request,
+    server: Server,
+    model: ServedModel,
+    endpoint: str,
+    outcome: str,
+    images: int,
+    started: float,
+    queue_s: float | None,
+) -> None:
+    request_started = request.scope.get("state", {}).get("start_time", started)
+    server.metrics.request_finished(
+        model=model.name,
+        version=model.version,
+        endpoint=endpoint,
+        outcome=outcome,
+        images=images,
+        duration_s=time.perf_counter() - request_started,
+        queue_s=queue_s,
+    )
+
+
+def count_client_error(request: Request, server: Server) -> None:
+    """Count a 4xx for a model that exists (decoding failed before :func:`infer` ran).
+
+    Only names the repository knows become labels, so clients cannot add series.
+    """
+    if getattr(request.state, "is_counted", False):
+        return
+    name = request.path_params.get("model")
+    path = request.url.path
+    if not name or not path.startswith(("/v1/models/", "/v2/models/")):
+        return
+    try:
+        model = server.repository.get(name, request.path_params.get("version"))
+    except ServingError:
+        return
+    request.state.is_counted = True
+    endpoint = "v1" if path.startswith("/v1/") else "v2"
+    _finish(request, server, model, endpoint, "client_error", 0, time.perf_counter(), None)

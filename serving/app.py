@@ -1,0 +1,159 @@
+"""``create_app(settings)``: builds the FastAPI app; models load in its lifespan.
+
+Importing this module does no work: no model is loaded, no port opened, no
+environment read until ``create_app`` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from serving.api import health, v1, v2
+from serving.api.common import count_client_error
+from serving.auth import ApiKeyMiddleware
+from serving.errors import ServingError
+from serving.limits import BodyLimitMiddleware
+from serving.metrics import ServingMetrics, render_metrics
+from serving.middleware import ObservabilityMiddleware
+from serving.repository import ModelRepository
+from serving.settings import Settings
+
+logger = logging.getLogger("mnist_serve.app")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def package_version() -> str:
+    try:
+        return version("mnist-serve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(eq=False)
+class Server:
+    """Everything a request handler needs, hung on ``app.state.server``."""
+
+    settings: Settings
+    repository: ModelRepository
+    metrics: ServingMetrics
+    is_draining: bool = False
+
+    @property
+    def is_ready(self) -> bool:
+        return not self.is_draining and self.repository.is_ready
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app with its own settings, repository and metrics registry."""
+    settings = settings if settings is not None else Settings()
+    metrics = ServingMetrics()
+    server = Server(settings, ModelRepository(settings, metrics), metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.repository.load_all()
+        logger.info("ready: serving %s", ", ".join(server.repository.names()))
+        yield
+        server.is_draining = True
+        await server.repository.close()
+
+    app = FastAPI(
+        title="mnist-serve",
+        version=package_version(),
+        summary="Dynamically batched MNIST inference on ONNX Runtime: v1 API and KServe V2.",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    _add_error_handlers(app, server)
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    app.include_router(v2.router)
+    _add_operational_routes(app, server)
+    _add_middleware(app, settings, metrics)
+    return app
+
+
+def _error_response(
+    status_code: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _add_error_handlers(app: FastAPI, server: Server) -> None:
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, error: ServingError) -> Response:
+        if 400 <= error.status_code < 500:
+            count_client_error(request, server)
+        return _error_response(error.status_code, error.message, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        return _error_response(400, f"invalid request: {problems}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        message = error.detail if isinstance(error.detail, str) else str(error.detail)
+        if error.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /docs"
+        return _error_response(error.status_code, message, error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(500, "internal server error; the server log has the details")
+
+
+def _add_operational_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (text format)")
+    async def metrics() -> Response:
+        body, content_type = render_metrics(server.metrics)
+        return Response(body, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -> None:
+    """Outermost last: observability sees every response, including 401 and 413."""
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Server-Timing", "X-Request-ID", "Retry-After"],
+        )
+    if settings.api_key is not None:
+        app.add_middleware(
+            ApiKeyMiddleware,
+            api_key=settings.api_key.get_secret_value(),
+            protect_metrics=settings.api_key_protects_metrics,
+        )
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)

@@ -1,0 +1,56 @@
+"""Optional API-key check, added only when ``api_key`` is set (no cost otherwise)."""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# Left open so probes and the page's static files work without a key.
+_OPEN_PREFIXES = ("/v2/health/", "/static/", "/docs", "/redoc", "/openapi.json")
+_OPEN_PATHS = {"/", "/favicon.ico"}
+
+
+class ApiKeyMiddleware:
+    """Require ``Authorization: Bearer <key>`` (or ``X-API-Key``) on inference and management."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str, protect_metrics: bool = False) -> None:
+        self.app = app
+        self._key = api_key.encode()
+        self._protect_metrics = protect_metrics
+
+    def _is_open(self, path: str) -> bool:
+        if path == "/metrics":
+            return not self._protect_metrics
+        return path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES)
+
+    def _presented_key(self, scope: Scope) -> bytes | None:
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                return value[7:].strip()
+            if name == b"x-api-key":
+                return value.strip()
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        presented = self._presented_key(scope)
+        if presented is not None and hmac.compare_digest(presented, self._key):
+            await self.app(scope, receive, send)
+            return
+        body = orjson.dumps({"error": "missing or invalid API key"})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,356 @@
+"""Dynamic batching: a bounded queue of requests feeding one run function.
+
+The batcher knows nothing of HTTP or ONNX Runtime: it takes float arrays and a
+``run(images) -> outputs`` function and hands each request its slice of the
+outputs. It runs a batch at once when the model is idle and gathers requests
+while the model is busy, so batching costs nothing at low load. When a batch
+fails it re-runs the halves, so only the request that poisons it gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
+
+logger = logging.getLogger("mnist_serve.batcher")
+
+RunFunction = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A request's outputs and where its time went."""
+
+    outputs: np.ndarray
+    queue_s: float
+    compute_s: float
+    batch_images: int
+
+
+@dataclass
+class DurationStat:
+    """A count and total duration, as the V2 statistics extension reports them."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, seconds: float, count: int = 1) -> None:
+        self.count += count
+        self.ns += int(seconds * 1e9)
+
+
+@dataclass
+class BatcherStats:
+    """Cumulative counters, kept by the batcher itself (read by the V2 stats endpoint)."""
+
+    success: DurationStat = field(default_factory=DurationStat)
+    fail: DurationStat = field(default_factory=DurationStat)
+    queue: DurationStat = field(default_factory=DurationStat)
+    compute_infer: DurationStat = field(default_factory=DurationStat)
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+    batch_sizes: dict[int, DurationStat] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Pending:
+    images: np.ndarray
+    future: asyncio.Future[BatchResult]
+    enqueued_at: float
+    deadline: float | None
+    is_taken: bool = False
+
+
+@dataclass
+class BatcherConfig:
+    max_batch_size: int = 64
+    max_queue_delay_s: float = 0.001
+    max_queue_size: int = 2048
+    batching: bool = True
+    overload_status_code: int = 503
+
+
+BatchObserver = Callable[[int, float], None]
+DepthObserver = Callable[[int], None]
+
+
+class Batcher:
+    """Queue requests (counted in images) and run them in batches on one worker thread."""
+
+    def __init__(
+        self,
+        run: RunFunction,
+        config: BatcherConfig,
+        *,
+        name: str = "model",
+        on_batch: BatchObserver | None = None,
+        on_queue_depth: DepthObserver | None = None,
+    ) -> None:
+        self._run = run
+        self.config = config
+        self.name = name
+        self._on_batch = on_batch or (lambda images, compute_s: None)
+        self._on_queue_depth = on_queue_depth or (lambda images: None)
+        self._queue: deque[_Pending] = deque()
+        self._queued_images = 0
+        self._wakeup = asyncio.Event()
+        self._is_closing = False
+        self._is_busy = False
+        self._last_batch_images = 0
+        # Seconds per batch, smoothed; seeds the admission control's wait prediction.
+        self._batch_time_s = 0.0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+        self._loop_task: asyncio.Task[None] | None = None
+        self.stats = BatcherStats()
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    @property
+    def is_idle(self) -> bool:
+        return not self._queue and not self._is_busy
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._loop_task = asyncio.get_running_loop().create_task(
+            self._batching_loop(), name=f"batcher-{self.name}"
+        )
+
+    def record_batch_time(self, seconds: float) -> None:
+        """Feed a measured batch time (warm-up uses this before traffic arrives)."""
+        self._batch_time_s = (
+            seconds if self._batch_time_s == 0 else (0.8 * self._batch_time_s + 0.2 * seconds)
+        )
+
+    def predicted_wait_s(self, images: int) -> float:
+        """Seconds a request of ``images`` would take if admitted now."""
+        batches_ahead = math.ceil((self._queued_images + images) / self.config.max_batch_size)
+        return (batches_ahead + int(self._is_busy)) * self._batch_time_s
+
+    async def submit(self, images: np.ndarray, *, deadline: float | None = None) -> BatchResult:
+        """Queue ``images`` (N, ...) and wait for their outputs.
+
+        ``deadline`` is a ``time.monotonic()`` instant: a request that cannot make it is
+        refused at the door, and one that expires while queued is dropped unrun (504).
+        """
+        count = len(images)
+        self._admit(count, deadline)
+        chunk_size = self.config.max_batch_size
+        if count <= chunk_size:
+            return await self._wait(self._enqueue(images, deadline), deadline)
+        chunks = [
+            self._enqueue(images[start : start + chunk_size], deadline)
+            for start in range(0, count, chunk_size)
+        ]
+        results = await asyncio.gather(*(self._wait(chunk, deadline) for chunk in chunks))
+        return BatchResult(
+            outputs=np.concatenate([result.outputs for result in results]),
+            queue_s=max(result.queue_s for result in results),
+            compute_s=sum(result.compute_s for result in results),
+            batch_images=max(result.batch_images for result in results),
+        )
+
+    def _admit(self, count: int, deadline: float | None) -> None:
+        status = self.config.overload_status_code
+        if self._is_closing:
+            raise Overloaded(
+                "the server is shutting down", reason="shutting_down", status_code=status
+            )
+        if self._queued_images + count > self.config.max_queue_size:
+            raise Overloaded(
+                f"queue full: {self._queued_images} images waiting for model {self.name!r} "
+                f"(max_queue_size {self.config.max_queue_size}); retry later",
+                reason="queue_full",
+                retry_after_s=self.predicted_wait_s(count),
+                status_code=status,
+            )
+        if deadline is not None:
+            predicted_s = self.predicted_wait_s(count)
+            if time.monotonic() + predicted_s > deadline:
+                raise Overloaded(
+                    f"cannot finish before the request's deadline: about {predicted_s * 1e3:.1f}"
+                    " ms of queued work ahead of it",
+                    reason="deadline",
+                    retry_after_s=predicted_s,
+                    status_code=status,
+                )
+
+    def _enqueue(self, images: np.ndarray, deadline: float | None) -> _Pending:
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        pending = _Pending(images, future, time.perf_counter(), deadline)
+        self._queue.append(pending)
+        self._queued_images += len(images)
+        self._on_queue_depth(self._queued_images)
+        self._wakeup.set()
+        return pending
+
+    async def _wait(self, pending: _Pending, deadline: float | None) -> BatchResult:
+        timeout_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return await asyncio.wait_for(pending.future, timeout_s)
+        except TimeoutError:
+            self._discard(pending)
+            raise DeadlineExceeded(
+                f"request timed out after waiting {time.perf_counter() - pending.enqueued_at:.3f}"
+                " s; its work was dropped"
+            ) from None
+        except asyncio.CancelledError:
+            self._discard(pending)
+            raise
+
+    def _discard(self, pending: _Pending) -> None:
+        """Forget a request its caller gave up on, so it is never computed."""
+        if not pending.is_taken:
+            pending.is_taken = True
+            self._queued_images -= len(pending.images)
+            self._on_queue_depth(self._queued_images)
+
+    async def _batching_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._is_closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._should_gather():
+                await self._gather_more()
+            batch = self._take_batch()
+            if batch:
+                self._is_busy = True
+                try:
+                    await self._execute(batch)
+                finally:
+                    self._is_busy = False
+
+    def _should_gather(self) -> bool:
+        """Wait for batch-mates only under load: the last batch had company, this one is small."""
+        return (
+            self.config.batching
+            and self.config.max_queue_delay_s > 0
+            and self._last_batch_images > 1
+            and self._queued_images < self.config.max_batch_size
+        )
+
+    async def _gather_more(self) -> None:
+        deadline = time.perf_counter() + self.config.max_queue_delay_s
+        while self._queued_images < self.config.max_batch_size and not self._is_closing:
+            remaining_s = deadline - time.perf_counter()
+            if remaining_s <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining_s)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Pending]:
+        """Pop requests up to ``max_batch_size`` images; expired ones get their 504 here."""
+        batch: list[_Pending] = []
+        images = 0
+        limit = self.config.max_batch_size if self.config.batching else 1
+        now = time.monotonic()
+        while self._queue:
+            pending = self._queue[0]
+            if pending.is_taken or pending.future.done():
+                self._queue.popleft()
+                continue
+            size = len(pending.images)
+            if batch and (images + size > self.config.max_batch_size or len(batch) >= limit):
+                break
+            self._queue.popleft()
+            pending.is_taken = True
+            self._queued_images -= size
+            if pending.deadline is not None and pending.deadline < now:
+                pending.future.set_exception(
+                    DeadlineExceeded("request expired in the queue; its work was dropped unrun")
+                )
+                continue
+            batch.append(pending)
+            images += size
+        self._on_queue_depth(self._queued_images)
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        """Run one batch; on failure bisect it so only the poisoned request fails."""
+        started = time.perf_counter()
+        images = (
+            batch[0].images
+            if len(batch) == 1
+            else np.concatenate([pending.images for pending in batch])
+        )
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run, images
+            )
+        except Exception as error:  # the one boundary where a model error must not stop the loop
+            compute_s = time.perf_counter() - started
+            self._count_execution(len(images), compute_s)
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._execute(batch[:middle])
+                await self._execute(batch[middle:])
+                return
+            logger.error("inference failed for model %s: %r", self.name, error)
+            self._fail(batch[0], error, started)
+            return
+        compute_s = time.perf_counter() - started
+        self._count_execution(len(images), compute_s)
+        self.record_batch_time(compute_s)
+        self._last_batch_images = len(images)
+        self._deliver(batch, outputs, started, compute_s)
+
+    def _count_execution(self, images: int, compute_s: float) -> None:
+        self.stats.execution_count += 1
+        self.stats.compute_infer.add(compute_s)
+        self.stats.batch_sizes.setdefault(images, DurationStat()).add(compute_s)
+        self._on_batch(images, compute_s)
+
+    def _deliver(
+        self, batch: list[_Pending], outputs: np.ndarray, started: float, compute_s: float
+    ) -> None:
+        offset = 0
+        finished = time.perf_counter()
+        batch_images = len(outputs)
+        for pending in batch:
+            size = len(pending.images)
+            queue_s = started - pending.enqueued_at
+            if not pending.future.done():
+                pending.future.set_result(
+                    BatchResult(outputs[offset : offset + size], queue_s, compute_s, batch_images)
+                )
+            offset += size
+            self.stats.success.add(finished - pending.enqueued_at)
+            self.stats.queue.add(queue_s)
+            self.stats.inference_count += size
+        self.stats.last_inference_ms = int(time.time() * 1000)
+
+    def _fail(self, pending: _Pending, error: Exception, started: float) -> None:
+        self.stats.fail.add(time.perf_counter() - pending.enqueued_at)
+        if not pending.future.done():
+            pending.future.set_exception(
+                InferenceFailed(
+                    f"ONNX Runtime failed on this request's images ({type(error).__name__}); "
+                    "the other requests of its batch were answered"
+                )
+            )
+
+    async def close(self) -> None:
+        """Refuse new requests, finish every queued one, then stop the loop and its thread."""
+        self._is_closing = True
+        self._wakeup.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        self._executor.shutdown(wait=True)

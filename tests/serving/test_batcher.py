@@ -1,0 +1,323 @@
+"""The batcher alone: a fake run function we own, asyncio, no HTTP, no ONNX Runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from serving.batcher import Batcher, BatcherConfig
+from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
+
+T = TypeVar("T")
+POISON = 0.5
+GUARD_S = 10.0  # bound on any single await, so a bug fails the test instead of hanging it
+
+
+class GatedRun:
+    """A run function that records its batches and blocks while the gate is closed."""
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(GUARD_S)
+        self.calls.append(images.copy())
+        if np.any(images == POISON):
+            raise RuntimeError("poisoned input")
+        # A stand-in model: the "logits" are the first ten pixels, so each request's
+        # answer shows whose images it was computed from.
+        return images.reshape(len(images), -1)[:, :10] * 2
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [len(call) for call in self.calls]
+
+
+def images_of(value: float, count: int = 1) -> np.ndarray:
+    return np.full((count, 1, 28, 28), value, dtype=np.float32)
+
+
+def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
+    async def guarded() -> T:
+        return await asyncio.wait_for(coroutine_factory(), GUARD_S)
+
+    return asyncio.run(guarded())
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    """Poll a condition with a deadline (no fixed sleeps)."""
+    deadline = time.monotonic() + GUARD_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.001)
+
+
+def make_batcher(model: GatedRun, **overrides: object) -> Batcher:
+    config = BatcherConfig(
+        **{"max_batch_size": 8, "max_queue_delay_s": 0.0, "max_queue_size": 64, **overrides}
+    )
+    batcher = Batcher(model, config, name="fake")
+    batcher.start()
+    return batcher
+
+
+async def occupy(batcher: Batcher, model: GatedRun) -> asyncio.Task:
+    """Close the gate and start one request so the model is busy."""
+    model.gate.clear()
+    model.entered.clear()
+    task = asyncio.ensure_future(batcher.submit(images_of(0.01)))
+    await wait_for(model.entered.is_set)
+    return task
+
+
+def test_lone_request_runs_at_once_even_with_a_long_queue_delay() -> None:
+    model = GatedRun()
+
+    async def scenario() -> None:
+        batcher = make_batcher(model, max_queue_delay_s=60.0)
+        result = await batcher.submit(images_of(0.1))
+        assert result.batch_images == 1
+        assert np.allclose(result.outputs, 0.2)
+        await batcher.close()
+
+    run(scenario)
+    assert model.batch_sizes == [1]
+
+
+def test_requests_arriving_while_busy_are_batched_together_in_order() -> None:
+    model = GatedRun()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = make_batcher(model)
+        first = await occupy(batcher, model)
+        values = [0.02 * (index + 1) for index in range(6)]
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(value))) for value in values]
+        await wait_for(lambda: batcher.queued_images == 6)
+        model.gate.set()
+        results = await asyncio.gather(first, *waiting)
+        await batcher.close()
+        return [result.outputs for result in results[1:]]
+
+    outputs = run(scenario)
+    assert model.batch_sizes == [1, 6]
+    for index, output in enumerate(outputs):
+        assert np.allclose(output, 2 * 0.02 * (index + 1))
+
+
+def test_batches_are_counted_in_images_not_requests() -> None:
+    model = GatedRun()
+
+    async def scenario() -> None:
+        batcher = make_batcher(model, max_batch_size=8)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 3))) for _ in range(4)]
+        await wait_for(lambda: batcher.queued_images == 12)
+        model.gate.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+
+    run(scenario)
+    assert model.batch_sizes == [1, 6, 6]
+
+
+def test_request_larger_than_max_batch_size_is_split_and_reassembled() -> None:
+    model = GatedRun()
+    images = np.stack([images_of(index / 100)[0] for index in range(20)])
+
+    async def scenario() -> np.ndarray:
+        batcher = make_batcher(model, max_batch_size=8)
+        result = await batcher.submit(images)
+        await batcher.close()
+        return result.outputs
+
+    outputs = run(scenario)
+    assert sorted(model.batch_sizes) == [4, 8, 8]
+    assert np.allclose(outputs[:, 0], 2 * np.arange(20) / 100)
+
+
+def test_full_queue_refuses_at_once_with_retry_after() -> None:
+    model = GatedRun()
+
+    async def scenario() -> Overloaded:
+        batcher = make_batcher(model, max_queue_size=4, overload_status_code=429)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(4)]
+        await wait_for(lambda: batcher.queued_images == 4)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(images_of(0.1))
+        model.gate.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+        return refused.value
+
+    refusal = run(scenario)
+    assert refusal.reason == "queue_full"
+    assert refusal.status_code == 429
+    assert int(refusal.headers["Retry-After"]) >= 1
+
+
+def test_request_expiring_in_the_queue_is_dropped_unrun() -> None:
+    model = GatedRun()
+
+    async def scenario() -> None:
+        batcher = make_batcher(model)
+        first = await occupy(batcher, model)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(images_of(0.3), deadline=time.monotonic() + 0.05)
+        assert batcher.queued_images == 0
+        model.gate.set()
+        await first
+        await batcher.close()
+
+    run(scenario)
+    assert not any(np.any(call == 0.3) for call in model.calls)
+
+
+def test_deadline_that_cannot_be_met_is_refused_at_the_door() -> None:
+    model = GatedRun()
+
+    async def scenario() -> Overloaded:
+        batcher = make_batcher(model, max_batch_size=1)
+        batcher.record_batch_time(1.0)
+        first = await occupy(batcher, model)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(images_of(0.3), deadline=time.monotonic() + 0.5)
+        model.gate.set()
+        await first
+        await batcher.close()
+        return refused.value
+
+    assert run(scenario).reason == "deadline"
+    assert not any(np.any(call == 0.3) for call in model.calls)
+
+
+def test_failing_batch_is_bisected_so_only_the_poisoned_request_fails() -> None:
+    model = GatedRun()
+    values = [0.1, 0.2, POISON, 0.4, 0.6, 0.7]
+
+    async def scenario() -> list[object]:
+        batcher = make_batcher(model)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(value))) for value in values]
+        await wait_for(lambda: batcher.queued_images == len(values))
+        model.gate.set()
+        await first
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        after = await batcher.submit(images_of(0.9))
+        await batcher.close()
+        return [*results, after]
+
+    *results, after = run(scenario)
+    for value, result in zip(values, results, strict=True):
+        if value == POISON:
+            assert isinstance(result, InferenceFailed)
+        else:
+            assert np.allclose(result.outputs, 2 * value)
+    assert np.allclose(after.outputs, 1.8)
+
+
+def test_cancelled_request_is_never_computed() -> None:
+    model = GatedRun()
+
+    async def scenario() -> None:
+        batcher = make_batcher(model)
+        first = await occupy(batcher, model)
+        abandoned = asyncio.ensure_future(batcher.submit(images_of(0.3)))
+        await wait_for(lambda: batcher.queued_images == 1)
+        abandoned.cancel()
+        await wait_for(lambda: batcher.queued_images == 0)
+        model.gate.set()
+        await first
+        await batcher.close()
+
+    run(scenario)
+    assert model.batch_sizes == [1]
+
+
+def test_close_finishes_queued_requests_and_refuses_new_ones() -> None:
+    model = GatedRun()
+
+    async def scenario() -> None:
+        batcher = make_batcher(model)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(5)]
+        await wait_for(lambda: batcher.queued_images == 5)
+        closing = asyncio.ensure_future(batcher.close())
+        await wait_for(lambda: batcher._is_closing)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(images_of(0.1))
+        assert refused.value.reason == "shutting_down"
+        model.gate.set()
+        results = await asyncio.gather(first, *waiting)
+        await closing
+        assert all(np.allclose(result.outputs, 0.2) for result in results[1:])
+
+    run(scenario)
+
+
+def test_without_batching_each_request_runs_alone() -> None:
+    model = GatedRun()
+
+    async def scenario() -> None:
+        batcher = make_batcher(model, batching=False, max_batch_size=1)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(3)]
+        await wait_for(lambda: batcher.queued_images == 3)
+        model.gate.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+
+    run(scenario)
+    assert model.batch_sizes == [1, 1, 1, 1]
+
+
+def test_under_load_the_batcher_waits_up_to_the_delay_to_fill_a_batch() -> None:
+    model = GatedRun()
+
+    async def scenario() -> None:
+        batcher = make_batcher(model, max_queue_delay_s=GUARD_S / 2)
+        first = await occupy(batcher, model)
+        pair = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(2)]
+        await wait_for(lambda: batcher.queued_images == 2)
+        model.gate.set()
+        await asyncio.gather(first, *pair)
+        # The last batch had company, so the next lone request waits for batch-mates...
+        model.gate.clear()
+        lone = asyncio.ensure_future(batcher.submit(images_of(0.2)))
+        await wait_for(lambda: batcher.queued_images == 1)
+        rest = [asyncio.ensure_future(batcher.submit(images_of(0.3))) for _ in range(7)]
+        model.gate.set()
+        await asyncio.gather(lone, *rest)
+        await batcher.close()
+
+    run(scenario)
+    # ...and the batch fills to max_batch_size (8) instead of running the lone one alone.
+    assert model.batch_sizes == [1, 2, 8]
+
+
+def test_stats_count_inferences_and_executions() -> None:
+    model = GatedRun()
+
+    async def scenario() -> Batcher:
+        batcher = make_batcher(model)
+        await batcher.submit(images_of(0.1, 3))
+        await batcher.submit(images_of(0.1, 2))
+        await batcher.close()
+        return batcher
+
+    stats = run(scenario).stats
+    assert stats.inference_count == 5
+    assert stats.execution_count == 2
+    assert stats.success.count == 2
+    assert {size: stat.count for size, stat in stats.batch_sizes.items()} == {3: 1, 2: 1}
