@@ -1,0 +1,344 @@
+"""KServe V2 (Open Inference Protocol) inference bodies: JSON and binary tensors.
+
+With Triton's binary tensor data extension a body is a JSON header of
+``Inference-Header-Content-Length`` bytes followed by the raw little-endian bytes
+of each binary tensor, in the order the header lists them, each sized by its
+``parameters.binary_data_size``. Requests are decoded with one orjson call and
+``np.frombuffer``; every malformed body raises InvalidInput (400), nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serving.codecs.tensors import validate_images
+from serving.errors import InvalidInput
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+JSON_CONTENT_TYPE = "application/json"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+
+# V2 datatype -> little-endian wire dtype. Integers are raw 0-255 pixels, scaled here.
+DTYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "FP16": np.dtype("<f2"),
+    "UINT8": np.dtype("u1"),
+}
+_DATATYPE_OF = {dtype.name: datatype for datatype, dtype in DTYPES.items()}
+_PIXEL_MAX = np.float32(255)
+# Triton reads ``parameters.timeout`` in microseconds.
+_MICROSECONDS_PER_S = 1_000_000
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    is_binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded request: validated float32 ``(N, 1, 28, 28)`` images and how to answer."""
+
+    images: np.ndarray
+    request_id: str | None
+    outputs: tuple[RequestedOutput, ...]
+    timeout_s: float | None
+
+
+def parse_header_length(value: str | None, body_bytes: int) -> int | None:
+    """The JSON header's length from ``Inference-Header-Content-Length``, checked."""
+    if value is None:
+        return None
+    try:
+        length = int(value.strip())
+    except ValueError:
+        raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {value[:40]!r}") from None
+    if not 0 < length <= body_bytes:
+        raise InvalidInput(
+            f"{HEADER_LENGTH} is {length} but the body has {body_bytes} bytes; "
+            "it must be the length of the JSON header"
+        )
+    return length
+
+
+def decode_infer_request(
+    body: bytes,
+    header_length: str | None,
+    *,
+    input_name: str,
+    output_names: Sequence[str],
+    max_images: int,
+) -> InferRequest:
+    """Decode a V2 inference request for a one-input model; raise InvalidInput if malformed."""
+    json_bytes = parse_header_length(header_length, len(body))
+    view = memoryview(body)
+    header = _load_json(view if json_bytes is None else view[:json_bytes])
+    binary = view[len(view) if json_bytes is None else json_bytes :]
+    tensor = _only_input(header.get("inputs"), input_name)
+    images = _decode_tensor(tensor, binary, has_binary_section=json_bytes is not None)
+    parameters = _parameters(header, "parameters")
+    return InferRequest(
+        images=validate_images(images, max_images, field=f"input '{input_name}'"),
+        request_id=_request_id(header.get("id")),
+        outputs=_requested_outputs(header, parameters, output_names),
+        timeout_s=_timeout_s(parameters.get("timeout")),
+    )
+
+
+def _load_json(header: memoryview) -> dict[str, Any]:
+    try:
+        document = orjson.loads(header)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"the request header is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidInput("the request must be a JSON object with an 'inputs' array")
+    return document
+
+
+def _only_input(inputs: Any, input_name: str) -> dict[str, Any]:
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput(f"'inputs' must be a non-empty array holding the input '{input_name}'")
+    if len(inputs) != 1:
+        raise InvalidInput(f"the model has one input, '{input_name}'; got {len(inputs)} inputs")
+    tensor = inputs[0]
+    if not isinstance(tensor, dict):
+        raise InvalidInput("'inputs[0]' must be an object with name, shape, datatype, data")
+    if tensor.get("name") != input_name:
+        raise InvalidInput(
+            f"unexpected input {str(tensor.get('name'))[:64]!r}: the model's input is "
+            f"'{input_name}'"
+        )
+    return tensor
+
+
+def _decode_tensor(tensor: dict[str, Any], binary: memoryview, *, has_binary_section: bool) -> Any:
+    """The input as an array of its declared shape and dtype (not yet range-checked)."""
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str) or datatype not in DTYPES:
+        raise InvalidInput(
+            f"input datatype {str(datatype)[:32]!r} is not supported; use one of "
+            f"{', '.join(DTYPES)} (UINT8 pixels are 0-255, floats are 0-1)"
+        )
+    shape = _shape(tensor.get("shape"))
+    parameters = _parameters(tensor, "inputs[0].parameters")
+    if "shared_memory_region" in parameters:
+        raise InvalidInput("the shared-memory extension is not supported; send data or binary")
+    dtype = DTYPES[datatype]
+    if "binary_data_size" in parameters:
+        if "data" in tensor:
+            raise InvalidInput("give the input either 'data' or 'binary_data_size', not both")
+        if not has_binary_section:
+            raise InvalidInput(f"binary_data_size needs the {HEADER_LENGTH} header")
+        array = _binary_array(parameters["binary_data_size"], binary, dtype, shape)
+    else:
+        if len(binary):
+            raise InvalidInput(
+                f"{len(binary)} bytes follow the JSON header but no input has binary_data_size"
+            )
+        if "data" not in tensor:
+            raise InvalidInput("the input needs 'data' (or binary data with binary_data_size)")
+        array = _json_array(tensor["data"], dtype, shape)
+    if datatype == "UINT8":
+        return np.divide(array, _PIXEL_MAX, dtype=np.float32)
+    return array
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape[:8]):
+        raise InvalidInput("input 'shape' must be an array of non-negative integers")
+    if not 2 <= len(shape) <= 4:
+        raise InvalidInput(
+            f"input shape {shape[:8]} is not [N, 1, 28, 28], [N, 28, 28] or [N, 784]"
+        )
+    return tuple(shape)
+
+
+def _binary_array(
+    size: Any, binary: memoryview, dtype: np.dtype[Any], shape: tuple[int, ...]
+) -> np.ndarray:
+    if type(size) is not int or size < 0:
+        raise InvalidInput(f"binary_data_size must be a non-negative integer, got {size!r:.40}")
+    if size != len(binary):
+        raise InvalidInput(
+            f"binary_data_size is {size} but {len(binary)} bytes follow the JSON header"
+        )
+    expected = math.prod(shape) * dtype.itemsize
+    if size != expected:
+        raise InvalidInput(
+            f"binary_data_size is {size} bytes but shape {list(shape)} of "
+            f"{dtype.itemsize}-byte elements needs {expected} bytes"
+        )
+    return np.frombuffer(binary, dtype=dtype).reshape(shape)
+
+
+def _json_array(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(data, list):
+        raise InvalidInput("input 'data' must be an array of numbers (flat or nested)")
+    as_float = dtype.kind == "u"  # parse 0-255 pixels as floats first, to reject 3.5 or 300
+    try:
+        array = np.array(data, dtype=np.float64 if as_float else dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput("input 'data' must be a regular array of numbers") from None
+    if array.size != math.prod(shape):
+        raise InvalidInput(
+            f"input 'data' has {array.size} values but shape {list(shape)} needs {math.prod(shape)}"
+        )
+    if as_float and not (
+        np.all(array >= 0) and np.all(array <= 255) and np.array_equal(array, np.floor(array))
+    ):
+        raise InvalidInput("UINT8 input 'data' must hold integers in [0, 255]")
+    return array.reshape(shape)
+
+
+def _parameters(owner: dict[str, Any], field: str) -> dict[str, Any]:
+    parameters = owner.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"'{field}' must be an object")
+    return parameters
+
+
+def _request_id(request_id: Any) -> str | None:
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    return request_id
+
+
+def _flag(parameters: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"parameter '{name}' must be true or false")
+    return value
+
+
+def _requested_outputs(
+    header: dict[str, Any], parameters: dict[str, Any], output_names: Sequence[str]
+) -> tuple[RequestedOutput, ...]:
+    """Outputs to return; ``binary_data`` on one overrides request-level ``binary_data_output``."""
+    is_binary = _flag(parameters, "binary_data_output")
+    requested = header.get("outputs")
+    if requested is None:
+        return tuple(RequestedOutput(name, is_binary) for name in output_names)
+    if not isinstance(requested, list) or not all(isinstance(item, dict) for item in requested):
+        raise InvalidInput("'outputs' must be an array of objects with a 'name'")
+    outputs = []
+    for item in requested:
+        name = item.get("name")
+        if not isinstance(name, str) or name not in output_names:
+            raise InvalidInput(
+                f"unknown output {str(name)[:64]!r}: the model's outputs are "
+                f"{', '.join(repr(known) for known in output_names)}"
+            )
+        output_parameters = _parameters(item, "outputs[].parameters")
+        if "classification" in output_parameters or "shared_memory_region" in output_parameters:
+            raise InvalidInput("the classification and shared-memory extensions are not supported")
+        outputs.append(RequestedOutput(name, _flag(output_parameters, "binary_data", is_binary)))
+    return tuple(outputs)
+
+
+def _timeout_s(timeout_us: Any) -> float | None:
+    """Triton's ``parameters.timeout`` (microseconds; 0 or absent = the server's default)."""
+    if timeout_us is None:
+        return None
+    if type(timeout_us) not in (int, float) or not 0 <= timeout_us < math.inf:
+        raise InvalidInput("parameter 'timeout' must be a non-negative number of microseconds")
+    return timeout_us / _MICROSECONDS_PER_S if timeout_us > 0 else None
+
+
+def encode_infer_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Mapping[str, np.ndarray],
+    requested: Sequence[RequestedOutput],
+) -> tuple[bytes, int | None]:
+    """The response body and, if any output is binary, the JSON header's length."""
+    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        response["id"] = request_id
+    tensors, binary_parts = [], []
+    for output in requested:
+        array = np.ascontiguousarray(outputs[output.name], dtype=np.float32)
+        tensor: dict[str, Any] = {"name": output.name, "datatype": "FP32", "shape": array.shape}
+        if output.is_binary:
+            binary_parts.append(array.astype("<f4", copy=False).tobytes())
+            tensor["parameters"] = {"binary_data_size": len(binary_parts[-1])}
+        else:
+            tensor["data"] = array.reshape(-1)
+        tensors.append(tensor)
+    response["outputs"] = tensors
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary_parts:
+        return header, None
+    return b"".join([header, *binary_parts]), len(header)
+
+
+def encode_infer_request(
+    images: np.ndarray,
+    *,
+    input_name: str = "input",
+    is_binary: bool = True,
+    request_id: str | None = None,
+    binary_output: bool = False,
+    timeout_us: int | None = None,
+) -> tuple[bytes, int | None]:
+    """A request body for ``images`` (float32/float64/float16 in [0, 1] or uint8 0-255).
+
+    For clients, load tests and tests; the shape is sent as given.
+    """
+    datatype = _DATATYPE_OF[images.dtype.name]
+    tensor: dict[str, Any] = {"name": input_name, "shape": images.shape, "datatype": datatype}
+    raw = np.ascontiguousarray(images, dtype=DTYPES[datatype]).tobytes() if is_binary else None
+    if raw is None:
+        tensor["data"] = np.ascontiguousarray(images).reshape(-1)
+    else:
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+    request: dict[str, Any] = {"inputs": [tensor]}
+    if request_id is not None:
+        request["id"] = request_id
+    parameters: dict[str, Any] = {"binary_data_output": binary_output}
+    if timeout_us is not None:
+        parameters["timeout"] = timeout_us
+    request["parameters"] = parameters
+    header = orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
+    return (header, None) if raw is None else (header + raw, len(header))
+
+
+def decode_infer_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
+    """Output arrays by name from a response body (JSON or binary); for clients and tests."""
+    header = orjson.loads(body if header_length is None else body[:header_length])
+    offset = header_length or 0
+    arrays = {}
+    for output in header["outputs"]:
+        dtype = DTYPES[output["datatype"]]
+        size = output.get("parameters", {}).get("binary_data_size")
+        if size is None:
+            array = np.array(output["data"], dtype=dtype)
+        else:
+            array = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+            offset += size
+        arrays[output["name"]] = array.reshape(output["shape"])
+    return arrays
+
+
+__all__ = [
+    "BINARY_CONTENT_TYPE",
+    "DTYPES",
+    "HEADER_LENGTH",
+    "JSON_CONTENT_TYPE",
+    "InferRequest",
+    "RequestedOutput",
+    "decode_infer_request",
+    "decode_infer_response",
+    "encode_infer_request",
+    "encode_infer_response",
+    "parse_header_length",
+]
