@@ -43,24 +43,24 @@ def validate_images(array: np.ndarray, max_images: int, field: str = "images") -
             f"got {tuple(array.shape)}"
         )
     check_image_count(array.shape[0], max_images, field)
-    images = np.ascontiguousarray(array, dtype=np.float32).reshape(
+    # Checked before the cast so that a huge float64 is reported, not overflowed to inf.
+    # min/max propagate NaN, so one comparison covers NaN, inf and range.
+    if not (array.min() >= 0 and array.max() <= 1):
+        raise InvalidInput(_describe_bad_pixel(array, field))
+    return np.ascontiguousarray(array, dtype=np.float32).reshape(
         array.shape[0], 1, IMAGE_SIDE, IMAGE_SIDE
     )
-    # min/max propagate NaN, so one comparison covers NaN, inf and range.
-    if not (images.min() >= 0.0 and images.max() <= 1.0):
-        raise InvalidInput(_describe_bad_pixel(images, field))
-    return images
 
 
-def _describe_bad_pixel(images: np.ndarray, field: str) -> str:
+def _describe_bad_pixel(array: np.ndarray, field: str) -> str:
     """Name the first image and pixel that is not finite or not in [0, 1] (error path only)."""
-    flat = images.reshape(len(images), IMAGE_PIXELS)
+    flat = array.reshape(len(array), IMAGE_PIXELS)
     not_finite = ~np.isfinite(flat)
     if not_finite.any():
         image, pixel = np.argwhere(not_finite)[0]
         return f"{field}[{image}]: pixel {pixel} is {flat[image, pixel]}; pixels must be finite"
     image, pixel = np.argwhere((flat < 0.0) | (flat > 1.0))[0]
-    hint = " (divide 0-255 pixels by 255)" if flat[image, pixel] > 1.0 else ""
+    hint = " (divide 0-255 pixels by 255)" if 1.0 < flat[image, pixel] <= 255.0 else ""
     return (
         f"{field}[{image}]: pixel {pixel} is {float(flat[image, pixel]):g}; "
         f"pixels must be in [0, 1]{hint}"

@@ -1,0 +1,176 @@
+"""The v1 API's wire formats: JSON and raw-byte image batches in, JSON predictions out.
+
+Decoding is one ``orjson.loads`` and one ``np.asarray``; when numpy cannot make a
+regular array of numbers, a slow walk over the parsed JSON (error path only) names
+the first offending element, so a client never sees numpy's wording or a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serving.codecs.tensors import (
+    IMAGE_PIXELS,
+    IMAGE_SIDE,
+    check_image_count,
+    validate_images,
+)
+from serving.errors import InvalidInput
+
+_EXPECTED_IMAGE = "expected 784 numbers or 28x28 nested lists"
+_LAYOUTS = {
+    (IMAGE_PIXELS,): "784 numbers",
+    (IMAGE_SIDE, IMAGE_SIDE): "28x28 nested lists",
+    (1, IMAGE_SIDE, IMAGE_SIDE): "1x28x28 nested lists",
+}
+# An image's numbers sit at most 3 lists deep (1x28x28); deeper is malformed.
+_MAX_IMAGE_DEPTH = 3
+
+
+def decode_json_images(body: bytes, max_images: int) -> np.ndarray:
+    """``{"images": [...]}`` -> float32 ``(N, 1, 28, 28)``; each image 784 or 28x28 numbers."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"body is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or "images" not in document:
+        expected = 'expected a JSON object {"images": [...]}'
+        raise InvalidInput(f"body: {expected}, got {_kind(document)}")
+    images = document["images"]
+    if not isinstance(images, list):
+        raise InvalidInput(f"images: expected a list of images, got {_kind(images)}")
+    if images and not isinstance(images[0], list):
+        raise InvalidInput(_find_problem(images[:1]) or "images[0]: " + _EXPECTED_IMAGE)
+    check_image_count(len(images), max_images)
+    try:
+        array = np.asarray(images)
+    except (ValueError, TypeError, OverflowError) as error:
+        problem = _find_problem(images) or f"images: not an array of numbers ({error})"
+        raise InvalidInput(problem) from None
+    # numpy turns true/false into 1/0 next to other numbers: look for the literals only when
+    # the body holds a 'u' (true, null) or an 'l' (false, null), which plain numbers never do.
+    is_suspect = (
+        array.dtype.kind not in "fiu"
+        or array.shape[1:] not in _LAYOUTS
+        or b"u" in body
+        or b"l" in body
+    )
+    if is_suspect and (problem := _find_problem(images)):
+        raise InvalidInput(problem)
+    return validate_images(array, max_images)
+
+
+def decode_octet_images(body: bytes, max_images: int) -> np.ndarray:
+    """N x 784 raw uint8 pixels (0-255, row-major, 0 = background) -> float32 in [0, 1]."""
+    if len(body) == 0 or len(body) % IMAGE_PIXELS:
+        raise InvalidInput(
+            f"body: expected a positive multiple of {IMAGE_PIXELS} bytes "
+            f"(N images of 28x28 uint8 pixels), got {len(body)} bytes"
+        )
+    count = len(body) // IMAGE_PIXELS
+    check_image_count(count, max_images)
+    pixels = np.frombuffer(body, dtype=np.uint8).reshape(count, 1, IMAGE_SIDE, IMAGE_SIDE)
+    return pixels.astype(np.float32) / np.float32(255.0)
+
+
+def encode_octet_images(images: np.ndarray) -> bytes:
+    """Float pixels in [0, 1] -> the octet-stream body (rounded to 0-255); for clients and tests."""
+    return np.rint(np.asarray(images, dtype=np.float32) * 255.0).astype(np.uint8).tobytes()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by each row's maximum so large logits cannot overflow."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exponentials = np.exp(shifted)
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def encode_predictions(model_name: str, version: str, logits: np.ndarray) -> bytes:
+    """``{"model", "version", "predictions": [{"label", "confidence", "probabilities"}]}``."""
+    probabilities = softmax(np.asarray(logits, dtype=np.float32))
+    labels = probabilities.argmax(axis=1)
+    confidences = probabilities[np.arange(len(probabilities)), labels]
+    predictions = [
+        {"label": label, "confidence": confidence, "probabilities": row}
+        for label, confidence, row in zip(labels.tolist(), confidences, probabilities, strict=True)
+    ]
+    document = {"model": model_name, "version": version, "predictions": predictions}
+    # numpy float32 scalars and rows serialise directly, in float32's shortest form.
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class _Malformed(Exception):
+    """Internal: where in the JSON a value is not what an image needs."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+
+
+def _find_problem(images: list[Any]) -> str | None:
+    """Describe the first malformed image, or images of different layouts; None if all fine."""
+    layouts: list[str] = []
+    for index, image in enumerate(images):
+        path = f"images[{index}]"
+        if not isinstance(image, list):
+            hint = '; to send one image, wrap it: {"images": [[...]]}' if index == 0 else ""
+            return f"{path}: {_EXPECTED_IMAGE}, got {_kind(image)}{hint}"
+        try:
+            shape = _nested_shape(image, path, depth=1)
+        except _Malformed as error:
+            return str(error)
+        if shape not in _LAYOUTS:
+            return f"{path}: {_EXPECTED_IMAGE}, got {_describe_shape(shape)}"
+        layouts.append(_LAYOUTS[shape])
+        if layouts[index] != layouts[0]:
+            return (
+                f"{path}: is {layouts[index]} but images[0] is {layouts[0]}; "
+                "all images in a request must have the same layout"
+            )
+    return None
+
+
+def _nested_shape(values: list[Any], path: str, depth: int) -> tuple[int, ...]:
+    """Shape of a regular nested list of numbers; raise _Malformed at the first offender."""
+    shapes: list[tuple[int, ...]] = []
+    for index, value in enumerate(values):
+        item_path = f"{path}[{index}]"
+        if type(value) in (int, float):  # not isinstance: bool is an int subclass
+            shapes.append(())
+        elif isinstance(value, list) and depth < _MAX_IMAGE_DEPTH:
+            shapes.append(_nested_shape(value, item_path, depth + 1))
+        else:
+            raise _Malformed(item_path, f"expected a number in [0, 1], got {_kind(value)}")
+        if shapes[index] != shapes[0]:
+            raise _Malformed(
+                item_path,
+                f"is {_describe_shape(shapes[index])} but {path}[0] is "
+                f"{_describe_shape(shapes[0])}; rows must all have the same length",
+            )
+    return (len(values), *(shapes[0] if shapes else ()))
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    if shape == ():
+        return "a number"
+    if len(shape) == 1:
+        return f"a list of {shape[0]} number{'' if shape[0] == 1 else 's'}"
+    return "nested lists of shape " + "x".join(str(size) for size in shape)
+
+
+def _kind(value: Any) -> str:
+    """A short description of a parsed JSON value for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return "an object"
