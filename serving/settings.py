@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["cpu", "cuda", "auto"]
@@ -73,3 +73,12 @@ class Settings(BaseSettings):
     # Logs.
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
     access_log: bool = Field(True, description="One JSON line per request")
+
+    @model_validator(mode="after")
+    def _requests_fit_in_the_queue(self) -> Settings:
+        if self.max_images_per_request > self.max_queue_size:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) must not exceed "
+                f"max_queue_size ({self.max_queue_size}): such a request could never be queued"
+            )
+        return self

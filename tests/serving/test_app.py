@@ -1,0 +1,126 @@
+"""The app as a whole: health, errors, body limit, API key, CORS, timeouts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.settings import Settings
+from tests.support import tiny_logits
+
+ONE_IMAGE = orjson.dumps({"images": [[0.5] * 784]})
+
+
+@pytest.fixture
+def client(tiny_repo: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=tiny_repo))) as test_client:
+        yield test_client
+
+
+def client_with(tiny_repo: Path, **overrides: object) -> TestClient:
+    return TestClient(create_app(Settings(models_dir=tiny_repo, **overrides)))
+
+
+def test_live_and_ready_once_models_are_warm(client: TestClient) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_draining_server_is_live_but_not_ready(client: TestClient) -> None:
+    client.app.state.server.is_draining = True
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 503
+
+
+def test_unknown_route_is_a_json_404(client: TestClient) -> None:
+    response = client.get("/v3/nothing")
+    assert response.status_code == 404
+    assert "no route GET /v3/nothing" in response.json()["error"]
+
+
+def test_body_over_the_limit_by_content_length_is_refused_with_413(tiny_repo: Path) -> None:
+    with client_with(tiny_repo, max_body_bytes=1000) as client:
+        response = client.post(
+            "/v1/models/tiny/predict",
+            content=b"x" * 5000,
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert response.status_code == 413
+        assert "1000-byte limit" in response.json()["error"]
+
+
+def test_streamed_body_over_the_limit_is_refused_with_413(tiny_repo: Path) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 784
+
+    with client_with(tiny_repo, max_body_bytes=2000) as client:
+        response = client.post(
+            "/v1/models/tiny/predict",
+            content=chunks(),
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert response.status_code == 413
+
+
+def test_api_key_guards_inference_but_not_health(tiny_repo: Path) -> None:
+    with client_with(tiny_repo, api_key="s3cret") as client:
+        json_headers = {"content-type": "application/json"}
+        refused = client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=json_headers)
+        assert refused.status_code == 401
+        assert refused.json() == {"error": "missing or invalid API key"}
+        bearer = {**json_headers, "authorization": "Bearer s3cret"}
+        assert client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=bearer).is_success
+        assert client.get("/v1/models", headers={"x-api-key": "s3cret"}).is_success
+        assert client.get("/v1/models", headers={"x-api-key": "wrong"}).status_code == 401
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get("/metrics").status_code == 200
+
+
+def test_api_key_can_also_guard_metrics(tiny_repo: Path) -> None:
+    with client_with(tiny_repo, api_key="s3cret", api_key_protects_metrics=True) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"authorization": "Bearer s3cret"}).is_success
+
+
+def test_cors_is_off_by_default(client: TestClient) -> None:
+    response = client.get("/v1/models", headers={"origin": "http://elsewhere.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_allows_configured_origins(tiny_repo: Path) -> None:
+    with client_with(tiny_repo, cors_allow_origins=["http://app.example"]) as client:
+        response = client.get("/v1/models", headers={"origin": "http://app.example"})
+        assert response.headers["access-control-allow-origin"] == "http://app.example"
+
+
+def test_bad_timeout_header_is_a_400(client: TestClient) -> None:
+    response = client.post(
+        "/v1/models/tiny/predict",
+        content=ONE_IMAGE,
+        headers={"content-type": "application/json", "x-request-timeout-ms": "soon"},
+    )
+    assert response.status_code == 400
+    assert "X-Request-Timeout-Ms" in response.json()["error"]
+
+
+def test_good_requests_are_answered_after_bad_ones(client: TestClient) -> None:
+    headers = {"content-type": "application/json"}
+    for bad in [b"{", b'{"images": [[2.0]]}', b'{"images": []}']:
+        response = client.post("/v1/models/tiny/predict", content=bad, headers=headers)
+        assert response.status_code == 400
+    response = client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=headers)
+    expected = tiny_logits(np.full((1, 784), 0.5, dtype=np.float32), seed=1).argmax()
+    assert response.json()["predictions"][0]["label"] == expected
+
+
+def test_static_page_is_served_at_the_root(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]

@@ -1,0 +1,61 @@
+"""The command line: every setting is a flag and an environment variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from serving.__main__ import parse_settings, settings_as_environment
+from serving.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_setting() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "serving", "--help"], capture_output=True, text=True, check=True
+    )
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in completed.stdout
+
+
+def test_flags_override_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_SERVE_PORT", "9001")
+    monkeypatch.setenv("MNIST_SERVE_MAX_BATCH_SIZE", "16")
+    settings = parse_settings(["--port", "9002", "--models", "elsewhere", "--no-batching"])
+    assert settings.port == 9002
+    assert settings.max_batch_size == 16
+    assert settings.models_dir == Path("elsewhere")
+    assert settings.batching is False
+
+
+def test_environment_rebuilds_the_same_settings_in_a_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = Settings(
+        port=9100,
+        batching=False,
+        cors_allow_origins=["http://a.example"],
+        api_key="secret",
+        max_queue_delay_ms=2.5,
+    )
+    for name, value in settings_as_environment(original).items():
+        monkeypatch.setenv(name, value)
+    assert Settings().model_dump() == original.model_dump()
+
+
+def test_request_limit_larger_than_the_queue_is_refused() -> None:
+    with pytest.raises(ValidationError, match="could never be queued"):
+        Settings(max_images_per_request=100, max_queue_size=10)
+
+
+def test_importing_serving_never_imports_torch() -> None:
+    code = (
+        "import sys, serving.app, serving.__main__, serving.batcher, serving.runtime;"
+        "assert 'torch' not in sys.modules, 'serving imported torch'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
