@@ -1,0 +1,219 @@
+"""Headless load-test runner: ``python -m loadtest [--host URL] [--run-time 60s] ...``.
+
+Without ``--host`` it starts ``mnist-serve`` on a free port (``--server-env`` sets
+its ``MNIST_SERVE_*`` variables) and stops it at the end. Locust runs headless,
+in one process or as a master and ``--workers N`` worker processes; its CSV and
+HTML reports, the logs and ``summary.json`` go to ``results/<timestamp>/``. The
+summary table is printed; the exit code is 0 when every threshold is met, 1 when
+one is missed, 2 when the run could not be made.
+
+Arguments after ``--`` are passed to Locust unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+
+from loadtest.mix import DEFAULT_MIX
+from loadtest.report import format_summary
+from loadtest.server import free_port, running_server
+from loadtest.thresholds import THRESHOLDS_PATH
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+SMOKE = {"run_time": "20s", "users": 4, "profile": "smoke"}
+_THRESHOLD_FLAGS = (
+    "max_failure_ratio",
+    "max_p99_ms",
+    "min_rps",
+    "max_accuracy_drop_points",
+    "max_png_accuracy_drop_points",
+)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--host", help="Server to test, e.g. http://127.0.0.1:8000; default: start one"
+    )
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path("models"),
+        help="Model repository: served by the started server, and the offline answers",
+    )
+    parser.add_argument("--models", default="", help="Comma-separated models; default: all listed")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Environment of the started server, e.g. MNIST_SERVE_BATCHING=false",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="CI smoke run: 20 s, 4 users, the [smoke] thresholds"
+    )
+    parser.add_argument("--run-time", default="60s", help="Locust --run-time (default 60s)")
+    parser.add_argument("-u", "--users", type=int, default=16, help="Concurrent users (default 16)")
+    parser.add_argument(
+        "-r",
+        "--spawn-rate",
+        type=float,
+        default=None,
+        help="Users started per second (default: all in the first second)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Distributed mode: a Locust master and N worker processes",
+    )
+    parser.add_argument(
+        "--mix", default=DEFAULT_MIX, help=f"Traffic weights (default {DEFAULT_MIX})"
+    )
+    parser.add_argument("--batch-max", type=int, default=32, help="Largest batch request")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path("results"),
+        help="Reports go to RESULTS_DIR/<timestamp>/",
+    )
+    parser.add_argument("--profile", default="default", help="Thresholds table (default, smoke)")
+    parser.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH, help="Thresholds file")
+    for flag in _THRESHOLD_FLAGS:
+        parser.add_argument(
+            f"--{flag.replace('_', '-')}",
+            type=float,
+            default=None,
+            help="Override the thresholds file",
+        )
+    args, rest = parser.parse_known_args(argv)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if args.smoke:
+        defaults = parser.parse_args([])
+        for key, value in SMOKE.items():
+            if getattr(args, key) == getattr(defaults, key):
+                setattr(args, key, value)
+    return args, rest
+
+
+def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str]:
+    """Our locustfile's own options, for the master and every worker."""
+    options = [
+        "--models-dir",
+        str(args.models_dir.resolve()),
+        "--mix",
+        args.mix,
+        "--batch-max",
+        str(args.batch_max),
+        "--profile",
+        args.profile,
+        "--thresholds",
+        str(args.thresholds.resolve()),
+        "--summary-json",
+        str(summary_path),
+    ]
+    if args.models:
+        options += ["--models", args.models]
+    for flag in _THRESHOLD_FLAGS:
+        if (value := getattr(args, flag)) is not None:
+            options += [f"--{flag.replace('_', '-')}", str(value)]
+    return options
+
+
+def run_locust(args: argparse.Namespace, host: str, out_dir: Path, extra: list[str]) -> int:
+    """Run Locust (and its workers) to completion; return the master's exit code."""
+    locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host]
+    ours = locustfile_options(args, out_dir / "summary.json")
+    headless = [
+        "--headless",
+        "--users",
+        str(args.users),
+        "--spawn-rate",
+        str(args.spawn_rate or args.users),
+        "--run-time",
+        args.run_time,
+        "--stop-timeout",
+        "10",
+        "--csv",
+        str(out_dir / "locust"),
+        "--html",
+        str(out_dir / "report.html"),
+        "--only-summary",
+    ]
+    with ExitStack() as stack:
+        role: list[str] = []
+        workers: list[subprocess.Popen[bytes]] = []
+        if args.workers:
+            port = free_port()
+            role = [
+                "--master",
+                "--expect-workers",
+                str(args.workers),
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(port),
+            ]
+            for index in range(args.workers):
+                log = stack.enter_context((out_dir / f"locust-worker-{index}.log").open("wb"))
+                worker = [
+                    *locust,
+                    *ours,
+                    "--worker",
+                    "--master-host",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                ]
+                workers.append(subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT))
+        log = stack.enter_context((out_dir / "locust.log").open("wb"))
+        master = subprocess.run(
+            [*locust, *ours, *headless, *role, *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    return master.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    out_dir = args.results_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"load test: {args.users} users for {args.run_time}, reports in {out_dir}/", flush=True)
+    with ExitStack() as stack:
+        host = args.host
+        if host is None:
+            env = dict(item.split("=", 1) for item in args.server_env)
+            host = stack.enter_context(
+                running_server(args.models_dir.resolve(), out_dir / "server.log", env)
+            )
+        exit_code = run_locust(args, host.rstrip("/"), out_dir, extra)
+    summary_path = out_dir / "summary.json"
+    if not summary_path.exists():
+        print(f"Locust exited with {exit_code} and wrote no summary; see {out_dir}/locust.log")
+        return 2
+    print(format_summary(json.loads(summary_path.read_text())))
+    print(f"\nreports: {out_dir}/report.html, {out_dir}/locust_stats.csv")
+    return 0 if exit_code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
