@@ -1,0 +1,97 @@
+"""``python -m training {data,train}``: fetch MNIST, or train, export and publish a model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.config import DEFAULTS, config_for
+from training.data import default_cache_dir, load_mnist
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="fetch, verify and cache MNIST")
+    add_cache_dir(data)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model, export it to ONNX and publish it as a new version",
+        description="Options left out take the model's published defaults "
+        + "; ".join(
+            f"{name}: {c.epochs} epochs, batch {c.batch_size}, max_lr {c.max_lr}"
+            for name, c in DEFAULTS.items()
+        ),
+    )
+    train.add_argument("--model", choices=sorted(DEFAULTS), required=True)
+    train.add_argument("--out", type=Path, default=Path("models"), help="model repository")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--max-lr", type=float, help="peak learning rate of the one-cycle schedule")
+    train.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. 512 512")
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--shift-px", type=int, help="random-shift augmentation (0 = none)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=int, help="torch threads (results depend on it)")
+    train.add_argument("--train-images-limit", type=int, help="train on the first N images only")
+    add_cache_dir(train)
+    return parser.parse_args(argv)
+
+
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help=f"where MNIST is cached (default $MNIST_SERVE_DATA_DIR or {default_cache_dir()})",
+    )
+
+
+def run_train(args: argparse.Namespace) -> Path:
+    # torch is imported only here: `python -m training data` needs numpy alone.
+    from training.export import publish
+    from training.train import fit
+
+    config = config_for(
+        args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_lr=args.max_lr,
+        hidden=tuple(args.hidden) if args.hidden else None,
+        dropout=args.dropout,
+        weight_decay=args.weight_decay,
+        shift_px=args.shift_px,
+        seed=args.seed,
+        threads=args.threads,
+        train_images_limit=args.train_images_limit,
+    )
+    mnist = load_mnist(args.cache_dir)
+    result = fit(config, mnist)
+    version_dir = publish(result, mnist, args.out)
+    print(
+        f"published {version_dir}: test accuracy {result.test_accuracy:.4f} (PyTorch), "
+        f"validation {result.validation_accuracy:.4f}, trained in {result.training_time_s:.0f} s"
+    )
+    return version_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("training").setLevel(logging.INFO)  # ours only: the exporter is chatty
+    if args.command == "data":
+        mnist = load_mnist(args.cache_dir)
+        print(f"MNIST verified: {len(mnist.train_images)} train, {len(mnist.test_images)} test")
+        print(f"SHA-256 {mnist.sha256()}")
+    else:
+        run_train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
