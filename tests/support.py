@@ -147,3 +147,46 @@ def running_server(
                 process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+# --- Reading /metrics (observability) ---------------------------------------------------
+
+MetricSamples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metric_samples(text: str) -> MetricSamples:
+    """Every sample of a Prometheus text scrape, keyed by (sample name, labels).
+
+    prometheus-client's parser names a counter's samples ``<name>_total`` even when the
+    exposition has no suffix (Triton's ``nv_inference_request_success``): look them up so.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric_value(samples: MetricSamples, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels`` (0 when none)."""
+    wanted = set(labels.items())
+    return sum(
+        value
+        for (sample_name, sample_labels), value in samples.items()
+        if sample_name == name and wanted <= sample_labels
+    )
+
+
+def exported_metric_names(text: str) -> set[str]:
+    """Series names as Prometheus stores them, including families with no sample yet."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, metric_type = line.split(" ", 3)
+            suffixes = ("_bucket", "_sum", "_count") if metric_type == "histogram" else ("",)
+            names.update(name + suffix for suffix in suffixes)
+        elif line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names

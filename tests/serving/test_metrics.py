@@ -1,0 +1,253 @@
+"""Each metric moves by exactly what a known sequence of events should cause.
+
+The first half drives ``ServingMetrics`` directly and reads ``render_metrics`` (the
+/metrics body); the second goes through a real app with a real tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from serving.metrics import ServingMetrics, prepare_multiprocess_dir, render_metrics
+from tests.support import MetricSamples, exported_metric_names, metric_samples, metric_value
+
+READY = {"model": "tiny", "version": "1"}
+
+
+def scrape(metrics: ServingMetrics) -> MetricSamples:
+    body, content_type = render_metrics(metrics)
+    assert content_type.startswith("text/plain; version=0.0.4")
+    return metric_samples(body.decode())
+
+
+@pytest.fixture
+def metrics() -> ServingMetrics:
+    metrics = ServingMetrics()
+    metrics.set_model_ready(**READY, provider="CPUExecutionProvider", is_ready=True)
+    return metrics
+
+
+def finish(metrics: ServingMetrics, outcome: str, images: int = 3, **timings: float) -> None:
+    metrics.request_finished(
+        **READY, endpoint="v1", outcome=outcome, images=images, duration_s=0.004, **timings
+    )
+
+
+def test_good_requests_count_requests_and_images_separately(metrics: ServingMetrics) -> None:
+    for _ in range(5):
+        finish(metrics, "success", images=3, queue_s=0.001, compute_s=0.002)
+
+    samples = scrape(metrics)
+
+    assert metric_value(samples, "mnist_serve_requests_total", **READY, outcome="success") == 5
+    assert metric_value(samples, "mnist_serve_images_total", **READY) == 15
+    assert metric_value(samples, "mnist_serve_request_duration_seconds_count", **READY) == 5
+    assert metric_value(samples, "mnist_serve_queue_duration_seconds_count", **READY) == 5
+    assert metric_value(
+        samples, "mnist_serve_request_compute_duration_seconds_sum", **READY
+    ) == pytest.approx(0.010)
+
+
+def test_failed_requests_count_by_outcome_and_add_no_images(metrics: ServingMetrics) -> None:
+    for outcome in ("client_error", "rejected", "rejected", "timeout", "server_error"):
+        finish(metrics, outcome)
+
+    samples = scrape(metrics)
+
+    requests = "mnist_serve_requests_total"
+    assert metric_value(samples, requests, **READY, outcome="client_error") == 1
+    assert metric_value(samples, requests, **READY, outcome="rejected") == 2
+    assert metric_value(samples, requests, **READY, outcome="timeout") == 1
+    assert metric_value(samples, requests, **READY, outcome="server_error") == 1
+    assert metric_value(samples, requests, **READY, outcome="success") == 0
+    assert metric_value(samples, "mnist_serve_images_total", **READY) == 0
+    assert metric_value(samples, "mnist_serve_request_duration_seconds_count", **READY) == 5
+
+
+def test_batches_are_counted_apart_from_requests(metrics: ServingMetrics) -> None:
+    for images in (1, 7, 64):
+        metrics.batch_executed(**READY, images=images, compute_s=0.001)
+
+    samples = scrape(metrics)
+
+    assert metric_value(samples, "mnist_serve_batch_executions_total", **READY) == 3
+    assert metric_value(samples, "mnist_serve_batch_size_images_count", **READY) == 3
+    assert metric_value(samples, "mnist_serve_batch_size_images_sum", **READY) == 72
+    assert metric_value(samples, "mnist_serve_batch_size_images_bucket", **READY, le="4.0") == 1
+    assert metric_value(samples, "mnist_serve_batch_size_images_bucket", **READY, le="8.0") == 2
+    assert metric_value(samples, "mnist_serve_compute_duration_seconds_count", **READY) == 3
+    assert metric_value(samples, "mnist_serve_requests_total", **READY) == 0
+
+
+def test_histogram_buckets_place_each_latency(metrics: ServingMetrics) -> None:
+    for duration_s in (0.0002, 0.003, 0.003, 2.0):
+        metrics.request_finished(
+            **READY, endpoint="v2", outcome="success", images=1, duration_s=duration_s
+        )
+
+    samples = scrape(metrics)
+
+    def at_most(le: str) -> float:
+        return metric_value(
+            samples, "mnist_serve_request_duration_seconds_bucket", **READY, endpoint="v2", le=le
+        )
+
+    assert (at_most("0.00025"), at_most("0.005"), at_most("2.5"), at_most("+Inf")) == (1, 3, 4, 4)
+
+
+def test_loaded_model_exports_zeros_before_any_traffic(metrics: ServingMetrics) -> None:
+    samples = scrape(metrics)
+
+    keys = {(name, labels) for (name, labels) in samples if ("model", "tiny") in labels}
+    assert (
+        "mnist_serve_requests_total",
+        frozenset({**READY, "endpoint": "v2", "outcome": "timeout"}.items()),
+    ) in keys
+    assert (
+        metric_value(samples, "mnist_serve_model_ready", **READY, provider="CPUExecutionProvider")
+        == 1
+    )
+    assert metric_value(samples, "nv_inference_request_success_total", **READY) == 0
+    assert (
+        metric_value(samples, "nv_inference_request_failure_total", **READY, reason="CANCELED") == 0
+    )
+
+
+def test_unloaded_model_reports_not_ready(metrics: ServingMetrics) -> None:
+    metrics.set_model_ready(**READY, provider="CPUExecutionProvider", is_ready=False)
+
+    samples = scrape(metrics)
+
+    assert metric_value(samples, "mnist_serve_model_ready", **READY) == 0
+
+
+def test_triton_names_mirror_ours(metrics: ServingMetrics) -> None:
+    for _ in range(4):
+        finish(metrics, "success", images=2, queue_s=0.0005, compute_s=0.00025)
+    for outcome in ("rejected", "timeout", "server_error", "client_error", "client_error"):
+        finish(metrics, outcome)
+    metrics.batch_executed(**READY, images=8, compute_s=0.00025)
+    metrics.set_queue_depth(**READY, images=40, requests=5)
+
+    samples = scrape(metrics)
+
+    # The parser adds _total to counter samples; Prometheus stores Triton's bare names.
+    assert metric_value(samples, "nv_inference_request_success_total", **READY) == 4
+    failures = "nv_inference_request_failure_total"
+    assert metric_value(samples, failures, **READY, reason="REJECTED") == 2
+    assert metric_value(samples, failures, **READY, reason="BACKEND") == 1
+    assert metric_value(samples, failures, **READY, reason="OTHER") == 2
+    assert metric_value(samples, failures, **READY, reason="CANCELED") == 0
+    assert metric_value(samples, "nv_inference_count_total", **READY) == 8
+    assert metric_value(samples, "nv_inference_exec_count_total", **READY) == 1
+    assert metric_value(samples, "nv_inference_request_duration_us_total", **READY) == 9 * 4000
+    assert metric_value(samples, "nv_inference_queue_duration_us_total", **READY) == 4 * 500
+    assert metric_value(samples, "nv_inference_compute_infer_duration_us_total", **READY) == 1000
+    assert metric_value(samples, "nv_inference_pending_request_count", **READY) == 5
+    assert metric_value(samples, "mnist_serve_queue_depth_images", **READY) == 40
+
+
+def test_triton_counters_are_exposed_without_a_total_suffix(metrics: ServingMetrics) -> None:
+    body, _ = render_metrics(metrics)
+
+    names = exported_metric_names(body.decode())
+
+    assert {"nv_inference_request_success", "nv_inference_request_failure"} <= names
+    assert "nv_inference_request_success_total" not in names
+
+
+def test_http_responses_are_counted_by_status_code_only(metrics: ServingMetrics) -> None:
+    for status in (200, 200, 404, 503):
+        metrics.http_response(status)
+
+    samples = scrape(metrics)
+
+    responses = "mnist_serve_http_responses_total"
+    assert metric_value(samples, responses, status_code="200") == 2
+    assert metric_value(samples, responses, status_code="404") == 1
+    assert metric_value(samples, responses) == 4
+    assert {label for (name, labels) in samples if name == responses for label, _ in labels} == {
+        "status_code"
+    }
+
+
+def test_each_metrics_object_counts_alone() -> None:
+    first, second = ServingMetrics(), ServingMetrics()
+
+    first.http_response(200)
+
+    assert metric_value(scrape(first), "mnist_serve_http_responses_total") == 1
+    assert metric_value(scrape(second), "mnist_serve_http_responses_total") == 0
+
+
+def test_single_process_mode_exports_process_metrics(metrics: ServingMetrics) -> None:
+    names = exported_metric_names(render_metrics(metrics)[0].decode())
+
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= names
+
+
+# Multiprocess mode is chosen when prometheus-client is imported, so each "worker" here is
+# a fresh interpreter; the directory is shared as uvicorn's workers share it.
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from serving.metrics import ServingMetrics
+    metrics = ServingMetrics()
+    metrics.set_model_ready(model="tiny", version="1", provider="CPU", is_ready=True)
+    for _ in range(int(sys.argv[1])):
+        metrics.request_finished(model="tiny", version="1", endpoint="v1", outcome="success",
+                                 images=2, duration_s=0.001, queue_s=0.0001)
+    metrics.set_queue_depth(model="tiny", version="1", images=9, requests=3)
+    metrics.in_flight.inc()
+    """
+)
+RENDER = textwrap.dedent(
+    """
+    import sys
+    from serving.metrics import ServingMetrics, render_metrics
+    sys.stdout.write(render_metrics(ServingMetrics())[0].decode())
+    """
+)
+
+
+def run_python(code: str, *args: str, metrics_dir: Path) -> str:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
+    )
+    return completed.stdout
+
+
+def test_workers_counts_add_up_and_dead_workers_gauges_go(tmp_path: Path) -> None:
+    run_python(WORKER, "7", metrics_dir=tmp_path)
+    run_python(WORKER, "5", metrics_dir=tmp_path)
+
+    samples = metric_samples(run_python(RENDER, metrics_dir=tmp_path))
+
+    assert metric_value(samples, "mnist_serve_requests_total", **READY, outcome="success") == 12
+    assert metric_value(samples, "mnist_serve_images_total", **READY) == 24
+    assert metric_value(samples, "mnist_serve_queue_duration_seconds_count", **READY) == 12
+    assert metric_value(samples, "nv_inference_request_success_total", **READY) == 12
+    # Both writers have exited: their in-flight and queue gauges no longer count.
+    assert metric_value(samples, "mnist_serve_requests_in_flight") == 0
+    assert metric_value(samples, "mnist_serve_queue_depth_images", **READY) == 0
+
+
+def test_prepare_multiprocess_dir_empties_the_operators_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = tmp_path / "counter_1234.db"
+    stale.write_bytes(b"last run")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    directory = prepare_multiprocess_dir()
+
+    assert directory == tmp_path
+    assert not stale.exists()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
