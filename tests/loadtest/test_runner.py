@@ -1,0 +1,65 @@
+"""The headless runner fails a wrong server on correctness and passes the real one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.server import running_server
+from tests.support import PUBLISHED_MODELS, REPO_ROOT, write_tiny_model
+
+RUN_TIME = "8s"  # short: CI has 2 cores shared with the rest of the suite
+
+
+def run_loadtest(*args: str, results: Path) -> tuple[int, str, dict]:
+    """``python -m loadtest ...``: exit code, printed output, and the run's summary.json."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "loadtest", "--results-dir", str(results), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    summaries = list(results.glob("*/summary.json"))
+    summary = json.loads(summaries[0].read_text()) if summaries else {}
+    return finished.returncode, finished.stdout + finished.stderr, summary
+
+
+def test_server_answering_label_zero_fails_the_run_on_correctness(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    write_tiny_model(repo, "tiny", version=1)  # the broken server claims version 1
+    broken = [sys.executable, "-m", "tests.loadtest.broken_server"]
+    with running_server(repo, tmp_path / "server.log", command=broken) as host:
+        code, output, summary = run_loadtest(
+            "--host", host, "--models-dir", str(repo), "--run-time", RUN_TIME,
+            "--users", "2", "--profile", "smoke", results=tmp_path / "results",
+        )  # fmt: skip
+
+    assert code == 1, output
+    assert "served label differs from the offline ONNX Runtime label" in output
+    assert any(v.startswith("failure ratio") for v in summary["violations"]), output
+    assert summary["total"]["failures"] > 0
+
+
+def test_smoke_run_against_the_real_server_and_models_passes(tmp_path: Path) -> None:
+    models = sorted(path.parent.parent.name for path in PUBLISHED_MODELS.glob("*/*/model.onnx"))
+    if not models:
+        pytest.fail(f"no published models under {PUBLISHED_MODELS} (make train)")
+
+    code, output, summary = run_loadtest(
+        "--smoke", "--run-time", RUN_TIME, "--models-dir", str(PUBLISHED_MODELS),
+        results=tmp_path / "results",
+    )  # fmt: skip
+
+    assert code == 0, output
+    assert summary["violations"] == []
+    assert summary["total"]["requests"] > 0
+    assert summary["total"]["failures"] == 0
+    raw_rows = [row for row in summary["accuracy"] if row["path"] == "raw pixels"]
+    assert sorted(row["model"] for row in raw_rows) == models
+    assert all(row["agreement"] == 100.0 for row in raw_rows), summary["accuracy"]
