@@ -10,6 +10,7 @@ of each binary tensor, in the order the header lists them, each sized by its
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import orjson
 
 from serving.codecs.tensors import validate_images
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"
@@ -33,6 +34,8 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 _DATATYPE_OF = {dtype.name: datatype for datatype, dtype in DTYPES.items()}
 _PIXEL_MAX = np.float32(255)
+# zlib window bits: gzip container, zlib container ("deflate" in HTTP means zlib).
+_WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Triton reads ``parameters.timeout`` in microseconds.
 _MICROSECONDS_PER_S = 1_000_000
 
@@ -51,6 +54,32 @@ class InferRequest:
     request_id: str | None
     outputs: tuple[RequestedOutput, ...]
     timeout_s: float | None
+
+
+def decompress_body(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """The body as sent before ``Content-Encoding`` (gzip or deflate, as tritonclient offers).
+
+    Inflates at most ``max_bytes``: a small compressed body cannot become a huge one.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _WINDOW_BITS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:32]!r} is not supported; use gzip, deflate or none"
+        )
+    inflater = zlib.decompressobj(_WINDOW_BITS[encoding])
+    try:
+        inflated = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as error:
+        raise InvalidInput(f"the body is not valid {encoding} data: {error}") from None
+    if len(inflated) > max_bytes:
+        raise PayloadTooLarge(
+            f"the {encoding} body inflates past the {max_bytes}-byte limit (max_body_bytes)"
+        )
+    if not inflater.eof or inflater.unused_data:
+        raise InvalidInput(f"the {encoding} body is truncated or has bytes after its end")
+    return inflated
 
 
 def parse_header_length(value: str | None, body_bytes: int) -> int | None:
@@ -338,6 +367,7 @@ __all__ = [
     "RequestedOutput",
     "decode_infer_request",
     "decode_infer_response",
+    "decompress_body",
     "encode_infer_request",
     "encode_infer_response",
     "parse_header_length",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ from hypothesis.extra import numpy as npst
 from tritonclient.http import InferResult
 
 from serving.codecs import v2
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 MAX_IMAGES = 16
 IMAGE_SHAPES = ((1, 28, 28), (28, 28), (784,))
@@ -398,3 +400,38 @@ def test_binary_response_header_length_covers_only_the_json() -> None:
     assert header["outputs"][0]["parameters"] == {"binary_data_size": 80}
     assert "data" not in header["outputs"][0]
     assert body[header_length:] == logits.astype("<f4").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("GZip", gzip.compress)],
+)
+def test_compressed_body_is_inflated(encoding: str, compress: Any) -> None:
+    body = json_body(inputs=[an_input()])
+
+    assert v2.decompress_body(compress(body), encoding, max_bytes=len(body)) == body
+
+
+@pytest.mark.parametrize("encoding", [None, "identity"])
+def test_uncompressed_body_is_passed_through(encoding: str | None) -> None:
+    assert v2.decompress_body(b"{}", encoding, max_bytes=1) == b"{}"
+
+
+def test_body_inflating_past_the_limit_is_413() -> None:
+    bomb = gzip.compress(b"\x00" * 1_000_000)
+
+    with pytest.raises(PayloadTooLarge, match="inflates past the 4096-byte limit"):
+        v2.decompress_body(bomb, "gzip", max_bytes=4096)
+
+
+@pytest.mark.parametrize(
+    "compressed", [b"not gzip", gzip.compress(b"{}")[:-4], gzip.compress(b"{}") + b"junk"]
+)
+def test_broken_compressed_body_is_invalid_input(compressed: bytes) -> None:
+    with pytest.raises(InvalidInput, match="gzip"):
+        v2.decompress_body(compressed, "gzip", max_bytes=4096)
+
+
+def test_unknown_content_encoding_is_415() -> None:
+    with pytest.raises(UnsupportedMediaType, match="'br'"):
+        v2.decompress_body(b"...", "br", max_bytes=4096)
