@@ -1,0 +1,325 @@
+"""Pictures of digits become MNIST-style 28x28 inputs the real models recognise."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
+
+from serving.codecs.images import decode_image
+from serving.errors import InvalidInput
+from tests.support import PUBLISHED_MODELS
+
+MAX_PIXELS = 4_000_000
+Point = tuple[float, float]
+# Each digit as polylines in a unit box (x right, y down), drawn like a person would.
+DIGIT_STROKES: dict[int, list[list[Point]]] = {
+    1: [[(0.35, 0.2), (0.55, 0.0), (0.55, 1.0)]],
+    4: [[(0.65, 1.0), (0.65, 0.0), (0.05, 0.68), (0.95, 0.68)]],
+    7: [[(0.05, 0.05), (0.95, 0.05), (0.4, 1.0)]],
+    2: [
+        [
+            (0.1, 0.25),
+            (0.3, 0.03),
+            (0.7, 0.03),
+            (0.9, 0.25),
+            (0.85, 0.45),
+            (0.1, 0.97),
+            (0.95, 0.97),
+        ]
+    ],
+    3: [
+        [(0.1, 0.05), (0.85, 0.05), (0.45, 0.45), (0.8, 0.55), (0.9, 0.8), (0.7, 0.97), (0.1, 0.9)]
+    ],
+}
+
+
+def draw_digit(
+    digit: int,
+    size: tuple[int, int] = (300, 200),
+    box: tuple[float, float, float, float] = (0.35, 0.15, 0.6, 0.85),
+    ink: tuple[int, ...] = (20, 30, 120),
+    background: tuple[int, ...] = (250, 245, 180),
+    mode: str = "RGB",
+    stroke_width: int = 12,
+) -> Image.Image:
+    """``digit`` drawn with a pen of ``stroke_width`` px into ``box`` (fractions of the size)."""
+    image = Image.new(mode, size, background)
+    pen = ImageDraw.Draw(image)
+    left, top = box[0] * size[0], box[1] * size[1]
+    width, height = (box[2] - box[0]) * size[0], (box[3] - box[1]) * size[1]
+    if digit == 0:
+        pen.ellipse((left, top, left + width, top + height), outline=ink, width=stroke_width)
+    for line in DIGIT_STROKES.get(digit, []):
+        points = [(left + x * width, top + y * height) for x, y in line]
+        pen.line(points, fill=ink, width=stroke_width, joint="curve")
+    return image
+
+
+def encoded(image: Image.Image, image_format: str = "PNG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
+    rows, columns = np.indices(pixels.shape)
+    return (
+        float((pixels * rows).sum() / pixels.sum()),
+        float((pixels * columns).sum() / pixels.sum()),
+    )
+
+
+def ink_box(pixels: np.ndarray, threshold: float = 0.05) -> tuple[int, int]:
+    """Height and width of the bounding box of pixels above ``threshold``."""
+    rows = np.flatnonzero((pixels > threshold).any(axis=1))
+    columns = np.flatnonzero((pixels > threshold).any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(columns[-1] - columns[0] + 1)
+
+
+def assert_mnist_like(pixels: np.ndarray) -> None:
+    assert pixels.shape == (28, 28)
+    assert pixels.dtype == np.float32
+    assert pixels.min() >= 0.0
+    assert pixels.max() == pytest.approx(1.0)
+    height, width = ink_box(pixels)
+    assert max(height, width) in (20, 21)  # 20 px, plus anti-aliasing's faint fringe
+    assert min(height, width) >= 3
+    row, column = centre_of_mass(pixels)
+    # Shifted by whole pixels, as MNIST was: within half a pixel of the centre.
+    assert abs(row - 14.0) <= 0.501
+    assert abs(column - 14.0) <= 0.501
+
+
+PICTURES: dict[str, Callable[[int], bytes]] = {
+    "dark blue on light yellow 300x200 png": lambda digit: encoded(draw_digit(digit)),
+    "white on black 120x160 png": lambda digit: encoded(
+        draw_digit(digit, (120, 160), (0.2, 0.2, 0.7, 0.8), (255, 255, 255), (0, 0, 0))
+    ),
+    "small 40x40 grayscale png": lambda digit: encoded(
+        draw_digit(digit, (40, 40), (0.25, 0.1, 0.75, 0.9), (0,), (255,), "L", stroke_width=3)
+    ),
+    "black strokes on a transparent canvas": lambda digit: encoded(
+        draw_digit(digit, (280, 280), (0.2, 0.1, 0.8, 0.9), (0, 0, 0, 255), (0, 0, 0, 0), "RGBA")
+    ),
+    "white strokes on a transparent canvas": lambda digit: encoded(
+        draw_digit(
+            digit,
+            (280, 280),
+            (0.3, 0.1, 0.7, 0.9),
+            (255, 255, 255, 255),
+            (255, 255, 255, 0),
+            "RGBA",
+        )
+    ),
+    "red on white jpeg off-centre": lambda digit: encoded(
+        draw_digit(digit, (400, 300), (0.05, 0.05, 0.35, 0.6), (200, 0, 0), (255, 255, 255)),
+        "JPEG",
+        quality=80,
+    ),
+    "thin 2 px pen on a 1000x1000 canvas": lambda digit: encoded(
+        draw_digit(digit, (1000, 1000), (0.2, 0.1, 0.8, 0.9), (0,), (255,), "L", stroke_width=2)
+    ),
+    "palette gif": lambda digit: encoded(draw_digit(digit, (90, 90), (0.2, 0.1, 0.8, 0.9)), "GIF"),
+    "bmp": lambda digit: encoded(draw_digit(digit, (64, 64), (0.25, 0.1, 0.75, 0.9)), "BMP"),
+    "webp": lambda digit: encoded(draw_digit(digit, (64, 64), (0.25, 0.1, 0.75, 0.9)), "WEBP"),
+}
+
+
+@pytest.mark.parametrize("picture", PICTURES)
+@pytest.mark.parametrize("digit", [0, 1, 4, 7])
+def test_pictures_are_normalised_the_way_mnist_was(picture: str, digit: int) -> None:
+    pixels = decode_image(PICTURES[picture](digit), MAX_PIXELS)
+
+    assert_mnist_like(pixels)
+
+
+def test_16_bit_grayscale_png_is_read() -> None:
+    drawing = np.asarray(draw_digit(7, (60, 60), (0.2, 0.1, 0.8, 0.9), (0,), (255,), "L"))
+    deep = Image.fromarray((drawing.astype(np.uint16) * 257).astype(np.uint16))
+
+    assert_mnist_like(decode_image(encoded(deep), MAX_PIXELS))
+
+
+def test_polarity_and_colour_do_not_change_the_result() -> None:
+    dark_on_light = decode_image(
+        encoded(draw_digit(4, ink=(0, 0, 0), background=(255,) * 3)), 10**6
+    )
+    light_on_dark = decode_image(
+        encoded(draw_digit(4, ink=(255,) * 3, background=(0, 0, 0))), 10**6
+    )
+
+    np.testing.assert_allclose(dark_on_light, light_on_dark, atol=1e-6)
+
+
+def test_transparent_canvas_equals_the_same_strokes_on_white() -> None:
+    args = ((280, 280), (0.2, 0.1, 0.8, 0.9))
+    on_canvas = draw_digit(7, *args, ink=(0, 0, 0, 255), background=(0, 0, 0, 0), mode="RGBA")
+    on_white = draw_digit(7, *args, ink=(0, 0, 0), background=(255, 255, 255))
+
+    np.testing.assert_allclose(
+        decode_image(encoded(on_canvas), MAX_PIXELS),
+        decode_image(encoded(on_white), MAX_PIXELS),
+        atol=1e-6,
+    )
+
+
+def test_mnist_image_itself_is_almost_unchanged() -> None:
+    original = np.zeros((28, 28), dtype=np.uint8)
+    original[4:24, 12:17] = 255  # a 20 px tall bar centred on (13.5, 14)
+
+    pixels = decode_image(encoded(Image.fromarray(original)), MAX_PIXELS)
+
+    assert ink_box(pixels, threshold=0.5) == (20, 5)
+    assert centre_of_mass(pixels) == pytest.approx((14.0, 14.0), abs=0.5)
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        Image.new("L", (50, 50), 255),
+        Image.new("RGB", (50, 50), (10, 200, 30)),
+        Image.new("RGBA", (50, 50), (0, 0, 0, 0)),
+        # Faint marks under the contrast floor: paper texture, not a digit.
+        draw_digit(1, (60, 60), (0.3, 0.1, 0.7, 0.9), (235,), (250,), "L"),
+    ],
+    ids=["white", "green", "transparent", "too-faint"],
+)
+def test_blank_pictures_have_no_ink(picture: Image.Image) -> None:
+    with pytest.raises(InvalidInput, match="image has no ink"):
+        decode_image(encoded(picture), MAX_PIXELS)
+
+
+def test_picture_over_the_pixel_limit_is_refused_before_decoding() -> None:
+    data = encoded(Image.new("L", (2000, 1000), 255))
+
+    with pytest.raises(InvalidInput, match=r"2000x1000 is 2000000 pixels; the limit is 1999999"):
+        decode_image(data, max_pixels=1_999_999)
+
+
+def test_decompression_bomb_is_refused() -> None:
+    # 20000 x 20000 zeros compress to a few hundred kB; decoding would take 400 MB.
+    bomb = encoded(Image.new("1", (20000, 20000)), optimize=True)
+
+    with pytest.raises(InvalidInput, match=r"^image: "):
+        decode_image(bomb, max_pixels=25_000_000)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not a picture", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, b"GIF89a"],
+    ids=["empty", "text", "png-signature-only", "gif-header-only"],
+)
+def test_undecodable_bytes_are_invalid_input(data: bytes) -> None:
+    with pytest.raises(InvalidInput, match=r"^image: "):
+        decode_image(data, MAX_PIXELS)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_truncated_picture_is_invalid_input(image_format: str) -> None:
+    data = encoded(draw_digit(7, (120, 120), (0.2, 0.1, 0.8, 0.9)).convert("RGB"), image_format)
+
+    with pytest.raises(InvalidInput, match=r"^image: "):
+        decode_image(data[: len(data) * 2 // 3], MAX_PIXELS)
+
+
+def test_unsupported_format_is_named() -> None:
+    data = encoded(draw_digit(7, (60, 60), (0.2, 0.1, 0.8, 0.9)), "TIFF")
+
+    with pytest.raises(InvalidInput, match=r"not a picture in a supported format \(PNG, JPEG"):
+        decode_image(data, MAX_PIXELS)
+
+
+@given(st.binary(max_size=3000))
+def test_any_bytes_decode_or_are_invalid_input(data: bytes) -> None:
+    try:
+        pixels = decode_image(data, MAX_PIXELS)
+    except InvalidInput:
+        return
+    assert pixels.shape == (28, 28)
+
+
+SEED_PICTURES = [
+    encoded(draw_digit(7, (48, 48), (0.2, 0.1, 0.8, 0.9)).convert("RGB"), image_format)
+    for image_format in ["PNG", "JPEG", "GIF", "BMP", "WEBP"]
+]
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(
+    st.sampled_from(SEED_PICTURES),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+    st.integers(0, 10**6),
+)
+def test_corrupted_pictures_decode_or_are_invalid_input(
+    picture: bytes, corruptions: Sequence[tuple[int, int]], keep_bytes: int
+) -> None:
+    data = bytearray(picture[: max(keep_bytes, 1)])
+    for position, value in corruptions:
+        data[position % len(data)] = value
+    try:
+        pixels = decode_image(bytes(data), MAX_PIXELS)
+    except InvalidInput:
+        return
+    assert pixels.shape == (28, 28)
+    assert 0.0 <= pixels.min() <= pixels.max() <= 1.0
+
+
+# --- recognised by the published model (needs models/mnist_cnn, made by `make train`) ---
+
+
+def published_model(name: str = "mnist_cnn") -> Path:
+    versions = sorted(
+        (path for path in (PUBLISHED_MODELS / name).glob("*") if path.name.isdigit()),
+        key=lambda path: int(path.name),
+    )
+    if not versions or not (versions[-1] / "model.onnx").exists():
+        pytest.skip(f"no published {name} model in {PUBLISHED_MODELS} (run `make train`)")
+    return versions[-1] / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def classify() -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(published_model(), providers=["CPUExecutionProvider"])
+
+    def labels_of(images: np.ndarray) -> np.ndarray:
+        batch = images.reshape(-1, 1, 28, 28).astype(np.float32)
+        return session.run(["logits"], {"input": batch})[0].argmax(axis=1)
+
+    return labels_of
+
+
+@pytest.mark.parametrize("picture", PICTURES)
+def test_drawn_digits_are_recognised_by_the_published_model(
+    picture: str, classify: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    digits = sorted(set(DIGIT_STROKES) | {0})
+    images = np.stack([decode_image(PICTURES[picture](digit), MAX_PIXELS) for digit in digits])
+
+    assert classify(images).tolist() == digits
+
+
+@pytest.mark.slow
+def test_official_test_images_as_pngs_are_still_recognised(
+    classify: Callable[[np.ndarray], np.ndarray],
+) -> None:
+    from training.data import load_mnist
+
+    mnist = load_mnist()
+    originals, labels = mnist.test_images[:300], mnist.test_labels[:300]
+    decoded = np.stack(
+        [decode_image(encoded(Image.fromarray(image)), MAX_PIXELS) for image in originals]
+    )
+
+    accuracy = float((classify(decoded) == labels).mean())
+    original_accuracy = float((classify(originals / 255.0) == labels).mean())
+    assert accuracy >= 0.97
+    assert accuracy >= original_accuracy - 0.01
