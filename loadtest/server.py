@@ -66,7 +66,8 @@ def running_server(
     """Run ``command`` (default ``mnist-serve``) on a free loopback port; yield its base URL.
 
     Configuration is by ``MNIST_SERVE_*`` variables, as in the container; ``env``
-    adds to or overrides them. Output goes to ``log_path``. Stopped with SIGTERM.
+    adds to or overrides them. ``{port}`` in an argument of ``command`` becomes the
+    port. Output goes to ``log_path``. Stopped with SIGTERM.
     """
     port = free_port()
     server_env = {
@@ -78,9 +79,8 @@ def running_server(
     }
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command or serve_command(), env=server_env, stdout=log, stderr=subprocess.STDOUT
-        )
+        arguments = [argument.format(port=port) for argument in command or serve_command()]
+        process = subprocess.Popen(arguments, env=server_env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_ready(base_url, process, timeout_s)
             yield base_url
