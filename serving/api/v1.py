@@ -1,0 +1,181 @@
+"""The simple v1 API: predict digits from JSON, raw bytes or pictures; list the models.
+
+The predict path is the hot path: one body read, one decode (orjson or numpy),
+numpy validation, the batcher, one orjson encode. Picture decoding and large JSON
+bodies run in a worker thread so the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+import anyio.to_thread
+import numpy as np
+import orjson
+from fastapi import APIRouter, Path, Request, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from serving.api import v1_docs as docs
+from serving.api.common import infer, read_body, server_of
+from serving.codecs.images import decode_image
+from serving.codecs.tensors import check_image_count
+from serving.codecs.v1 import decode_json_images, decode_octet_images, encode_predictions
+from serving.errors import InvalidInput, ModelNotFound, UnsupportedMediaType
+from serving.repository import ServedModel
+from serving.settings import Settings
+
+router = APIRouter(tags=["v1"])
+
+ModelName = Annotated[str, Path(description="Model name, e.g. mnist_cnn")]
+Version = Annotated[str, Path(description="Model version (an integer folder name)")]
+
+# JSON bodies above this decode in a thread: ~10 images, ~0.3 ms of parsing.
+JSON_INLINE_BYTES = 64 * 1024
+# Non-file parts tolerated in a multipart body (a browser form's submit button, say).
+MAX_FORM_FIELDS = 16
+
+_PREDICT: dict[str, Any] = {
+    "summary": "Classify digits: JSON pixels, raw uint8 bytes, a picture, or uploaded files",
+    "description": docs.PREDICT_DESCRIPTION,
+    "openapi_extra": docs.PREDICT_OPENAPI,
+    "responses": docs.PREDICT_RESPONSES,
+    "response_class": Response,
+}
+
+
+@router.post("/v1/models/{model}/predict", **_PREDICT)
+async def predict(request: Request, model: ModelName) -> Response:
+    return await _predict(request, model, None)
+
+
+@router.post("/v1/models/{model}/versions/{version}/predict", **_PREDICT)
+async def predict_version(request: Request, model: ModelName, version: Version) -> Response:
+    return await _predict(request, model, version)
+
+
+async def _predict(request: Request, name: str, version: str | None) -> Response:
+    server = server_of(request)
+    served: ServedModel = server.repository.get(name, version)  # 404 / 503 before the body
+    images = await _decode_body(request, server.settings)
+    result = await infer(request, served, images, endpoint="v1")
+    body = encode_predictions(served.name, served.version, result.outputs)
+    return Response(body, media_type=docs.JSON)
+
+
+async def _decode_body(request: Request, settings: Settings) -> np.ndarray:
+    """The request's images as float32 (N, 1, 28, 28), chosen by its Content-Type."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    max_images = settings.max_images_per_request
+    if content_type == docs.JSON:
+        body = await read_body(request)
+        if len(body) <= JSON_INLINE_BYTES:
+            return decode_json_images(body, max_images)
+        return await anyio.to_thread.run_sync(decode_json_images, body, max_images)
+    if content_type == docs.OCTET:
+        return decode_octet_images(await read_body(request), max_images)
+    if content_type.startswith("image/"):
+        picture = await read_body(request)
+        image = await anyio.to_thread.run_sync(decode_image, picture, settings.max_image_pixels)
+        return image.reshape(1, 1, 28, 28)
+    if content_type == docs.MULTIPART:
+        return await _decode_uploads(request, settings)
+    problem = f"Content-Type {content_type!r} is not supported" if content_type else ""
+    problem = problem or "no Content-Type"
+    raise UnsupportedMediaType(f"{problem}; send one of: " + ", ".join(docs.ACCEPTED_TYPES))
+
+
+async def _decode_uploads(request: Request, settings: Settings) -> np.ndarray:
+    """Every file part of a multipart body is one picture; other fields are ignored."""
+    await read_body(request)  # enforces max_body_bytes; the form parser reuses the bytes
+    max_images = settings.max_images_per_request
+    try:
+        async with request.form(max_files=max_images, max_fields=MAX_FORM_FIELDS) as form:
+            pictures = [
+                (field, value.filename, await value.read())
+                for field, value in form.multi_items()
+                if isinstance(value, UploadFile)
+            ]
+    except HTTPException as error:  # Starlette's wrapping of the multipart parser's errors
+        raise InvalidInput(f"multipart body: {error.detail}") from None
+    check_image_count(len(pictures), max_images, field="multipart files")
+    return await anyio.to_thread.run_sync(
+        partial(_decode_pictures, pictures, settings.max_image_pixels)
+    )
+
+
+def _decode_pictures(pictures: list[tuple[str, str | None, bytes]], max_pixels: int) -> np.ndarray:
+    images = np.empty((len(pictures), 1, 28, 28), dtype=np.float32)
+    for index, (field, filename, picture) in enumerate(pictures):
+        try:
+            images[index, 0] = decode_image(picture, max_pixels)
+        except InvalidInput as error:
+            raise InvalidInput(f"file {index} ({field}={filename!r}): {error.message}") from None
+    return images
+
+
+# --- Model information ------------------------------------------------------------------
+
+
+def _version_info(model: ServedModel) -> dict[str, Any]:
+    card = model.card
+    metrics = card.metrics
+    return {
+        "version": model.version,
+        "ready": model.is_ready,
+        "provider": model.provider,
+        "accuracy": metrics.get("test_accuracy_onnxruntime", metrics.get("test_accuracy_pytorch")),
+        "architecture": card.architecture.get("name"),
+        "created": card.created,
+    }
+
+
+def _model_info(versions: list[ServedModel]) -> dict[str, Any]:
+    """One model's entry: the latest version's contract and state, then every version's."""
+    latest = versions[-1]
+    latest_info = _version_info(latest)
+    return {
+        "name": latest.name,
+        "versions": [model.version for model in versions],
+        "latest": latest.version,
+        "ready": latest.is_ready,
+        "provider": latest.provider,
+        "accuracy": latest_info["accuracy"],
+        "inputs": [spec.model_dump() for spec in latest.card.inputs],
+        "outputs": [spec.model_dump() for spec in latest.card.outputs],
+        "labels": latest.card.labels,
+        "preprocessing": latest.card.preprocessing,
+        "by_version": [_version_info(model) for model in versions],
+    }
+
+
+def _models_by_name(request: Request) -> dict[str, list[ServedModel]]:
+    by_name: dict[str, list[ServedModel]] = {}
+    for model in server_of(request).repository.models():  # by name, then version
+        by_name.setdefault(model.name, []).append(model)
+    return by_name
+
+
+@router.get(
+    "/v1/models",
+    summary="Every model: versions, input/output contract, accuracy, provider, readiness",
+    response_class=Response,
+    responses={200: {"model": docs.ModelList}},
+)
+async def list_models(request: Request) -> Response:
+    models = [_model_info(versions) for versions in _models_by_name(request).values()]
+    return Response(orjson.dumps({"models": models}), media_type=docs.JSON)
+
+
+@router.get(
+    "/v1/models/{model}",
+    summary="One model: versions, input/output contract, accuracy, provider, readiness",
+    response_class=Response,
+    responses={200: {"model": docs.ModelInfo}, **docs.errors(404)},
+)
+async def describe_model(request: Request, model: ModelName) -> Response:
+    by_name = _models_by_name(request)
+    if model not in by_name:
+        raise ModelNotFound(f"model {model!r} not found; available: {sorted(by_name)}")
+    return Response(orjson.dumps(_model_info(by_name[model])), media_type=docs.JSON)
