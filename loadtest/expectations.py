@@ -3,6 +3,10 @@
 The served label of an image must be the label ORT gives for it offline. When the
 top two logits are closer than ``TIE_MARGIN`` either is accepted: batch size and
 thread count change float summation order, which may flip a near-tie (and only that).
+For PNG uploads the offline pixels are the server's own picture preprocessing of
+the same PNG bytes (``serving.codecs.images.decode_image``), so that path is
+checked image by image too; whether the preprocessing costs accuracy is measured
+separately, against the raw-pixel answers.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ MODEL_FILE = "model.onnx"
 # Logit gaps this small are within float32 reordering noise for these models.
 TIE_MARGIN = 1e-3
 _CHUNK_IMAGES = 250
+_MAX_PNG_PIXELS = 28 * 28
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ def latest_version(models_dir: Path, model: str) -> str:
     if not versions:
         raise FileNotFoundError(f"no {models_dir / model}/<version>/{MODEL_FILE}")
     return str(max(versions))
+
+
+def offline_png_expectation(
+    models_dir: Path, model: str, version: str, pngs: list[bytes]
+) -> Expectation:
+    """As ``offline_expectation``, on each PNG preprocessed the way the server does it."""
+    from serving.codecs.images import decode_image
+
+    pixels = np.stack([decode_image(png, max_pixels=_MAX_PNG_PIXELS) for png in pngs])
+    return offline_expectation(models_dir, model, version, pixels.reshape(-1, 1, 28, 28))
 
 
 def offline_expectation(

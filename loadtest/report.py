@@ -52,15 +52,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| model | input path | images | served accuracy % | offline ORT accuracy % "
-        "| drop (points) | agrees with offline % |",
+        "| model | input path | images | served accuracy % | offline raw-pixel accuracy % "
+        "| drop (points) | same label as offline % |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in summary["accuracy"]:
-        agreement = "-" if row["agreement"] is None else f"{row['agreement']:.2f}"
         lines.append(
             f"| {row['model']} | {row['path']} | {row['images']} | {row['served_accuracy']:.2f} "
-            f"| {row['offline_accuracy']:.2f} | {row['drop_points']:.2f} | {agreement} |"
+            f"| {row['offline_accuracy']:.2f} | {row['drop_points']:.2f} | {row['agreement']:.2f} |"
         )
     if summary["errors"]:
         lines += ["", "Failures (most frequent first):"]

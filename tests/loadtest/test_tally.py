@@ -20,7 +20,7 @@ def test_worker_tallies_merge_into_the_masters_rows() -> None:
 
     assert master.rows() == [
         {"model": "mnist_mlp", "path": PNG, "images": 1, "served_accuracy": 100.0,
-         "offline_accuracy": 0.0, "drop_points": -100.0, "agreement": None},
+         "offline_accuracy": 0.0, "drop_points": -100.0, "agreement": 0.0},
         {"model": "mnist_mlp", "path": RAW, "images": 2, "served_accuracy": 50.0,
          "offline_accuracy": 100.0, "drop_points": 50.0, "agreement": 50.0},
     ]  # fmt: skip
