@@ -5,8 +5,8 @@
 (() => {
   const PREDICT_INTERVAL_MS = 150; // at most one round of requests this often while drawing
   const KEY_STORAGE = "mnist-serve.api-key";
-  // Uploads the server decodes as they are; anything else the browser can read is re-sent as PNG.
-  const SENDABLE_TYPES = new Set(["image/png", "image/jpeg"]);
+  // Formats the server decodes (serving/codecs/images.py); others the browser reads go as PNG.
+  const SENDABLE_TYPES = new Set(["image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp"]);
   const BLANK_IMAGE = /no ink|blank|empty image/i;
 
   const canvas = document.getElementById("canvas");
@@ -69,40 +69,22 @@
     return { body: await response.json(), response };
   }
 
-  // GET /v1/models -> one entry per model (its latest version).
+  // GET /v1/models -> {"models": [{name, versions, latest, accuracy, provider, ready, ...}]}
   function describeModels(body) {
-    const entries = Array.isArray(body) ? body : body.models || [];
-    return entries.map((entry) => {
-      const versions = Array.isArray(entry.versions) ? entry.versions : [];
-      const latest = entry.latest_version ?? entry.version ?? versions[versions.length - 1];
-      const metrics = entry.metrics || (entry.card && entry.card.metrics) || {};
-      const accuracy =
-        entry.accuracy ?? entry.test_accuracy ?? metrics.test_accuracy_onnxruntime ?? metrics.test_accuracy_pytorch;
-      return {
-        name: entry.name,
-        version: latest === undefined || latest === null ? "" : String(latest),
-        accuracy: typeof accuracy === "number" ? accuracy : null,
-        provider: entry.provider || "",
-        isReady: entry.ready ?? entry.is_ready ?? true,
-      };
-    });
+    return (body.models || []).map((entry) => ({
+      name: entry.name,
+      version: entry.latest === undefined ? "" : String(entry.latest),
+      accuracy: typeof entry.accuracy === "number" ? entry.accuracy : null,
+      provider: entry.provider || "",
+      isReady: entry.ready !== false,
+    }));
   }
 
   function serverMilliseconds(response) {
-    // Server-Timing: "queue;dur=0.1, compute;dur=0.4" -> the sum, or the "total" entry if any.
-    const header = response.headers.get("Server-Timing");
-    if (!header) return null;
-    let sum = 0;
-    let total = null;
-    for (const part of header.split(",")) {
-      const name = part.split(";")[0].trim();
-      const match = /dur=([\d.]+)/.exec(part);
-      if (!match) continue;
-      const ms = Number(match[1]);
-      if (name === "total" || name === "app") total = ms;
-      else sum += ms;
-    }
-    return total ?? (sum > 0 ? sum : null);
+    // Server-Timing: "queue;dur=0.1, infer;dur=0.4, total;dur=0.9" -> 0.9 (the server's whole time)
+    const header = response.headers.get("Server-Timing") || "";
+    const match = /(?:^|,)\s*total;dur=([\d.]+)/.exec(header);
+    return match ? Number(match[1]) : null;
   }
 
   async function predict(model, body, contentType) {

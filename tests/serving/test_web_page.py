@@ -1,0 +1,372 @@
+"""The try-it page at ``/``, in a real headless Chromium against a real server.
+
+Digits are drawn with mouse (and touch) strokes on the canvas, the page sends
+them through the public v1 API, and the test reads what the page shows. The
+published models (``models/``) must recognise a drawn "1" and "7".
+Screenshots land in ``test-artifacts/web/`` for a human to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from serving.card import CARD_FILE, ModelCard
+from tests.support import PUBLISHED_MODELS, REPO_ROOT, require_binary, running_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "web"
+# Generous: two cores shared with other jobs; the page answers in milliseconds when idle.
+TIMEOUT_MS = 30_000
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 375, "height": 667}
+PUBLISHED = ("mnist_cnn", "mnist_mlp")
+CANVAS_SIDE = 280  # the canvas's own pixels; strokes below are in these units
+
+# Strokes (polylines in canvas pixels) shaped like MNIST's handwriting.
+DIGIT_STROKES: dict[str, list[list[tuple[float, float]]]] = {
+    "1": [[(150, 40), (140, 140), (132, 240)]],
+    "7": [[(70, 55), (140, 52), (210, 55), (165, 150), (125, 240)]],
+}
+
+
+# ---------- fixtures ----------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = require_binary("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def published_url() -> Iterator[str]:
+    """A server on the real published models (what the README's screenshot shows)."""
+    published = {path.parent.name for path in PUBLISHED_MODELS.glob(f"*/*/{CARD_FILE}")}
+    missing = set(PUBLISHED) - published
+    assert not missing, f"models/ lacks {sorted(missing)}: run the training (see README)"
+    with running_server(PUBLISHED_MODELS) as (url, _process):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_url(tiny_repo: Path) -> Iterator[str]:
+    """A server that wants ``Authorization: Bearer sesame`` (tiny model: quick to start)."""
+    with running_server(tiny_repo, env={"MNIST_SERVE_API_KEY": "sesame"}) as (url, _process):
+        yield url
+
+
+@contextmanager
+def opened_page(browser: Browser, url: str, name: str, **context_options: Any) -> Iterator[Page]:
+    """A fresh browser context on ``url``; fails on JavaScript errors; leaves a screenshot."""
+    context = browser.new_context(**{"viewport": DESKTOP, **context_options})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(url)
+    try:
+        yield page
+        assert page_errors == [], f"JavaScript errors on the page: {page_errors}"
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, published_url: str, request: pytest.FixtureRequest) -> Iterator[Page]:
+    with opened_page(browser, published_url, request.node.name) as opened:
+        yield opened
+
+
+# ---------- helpers ----------
+
+
+def stroke_points(stroke: list[tuple[float, float]], steps: int = 12) -> list[tuple[float, float]]:
+    """The polyline's corners with ``steps`` evenly spaced points along each segment."""
+    points = [stroke[0]]
+    for (x0, y0), (x1, y1) in itertools.pairwise(stroke):
+        points += [
+            (x0 + (x1 - x0) * step / steps, y0 + (y1 - y0) * step / steps)
+            for step in range(1, steps + 1)
+        ]
+    return points
+
+
+def canvas_to_page(page: Page) -> Callable[[float, float], tuple[float, float]]:
+    """Map canvas pixels to page coordinates, wherever and however large the canvas is shown."""
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    scale = box["width"] / CANVAS_SIDE
+    return lambda x, y: (box["x"] + x * scale, box["y"] + y * scale)
+
+
+def draw(page: Page, strokes: list[list[tuple[float, float]]]) -> None:
+    """Drag the mouse along each polyline (canvas pixels), as a person would."""
+    to_page = canvas_to_page(page)
+    for stroke in strokes:
+        points = stroke_points(stroke)
+        page.mouse.move(*to_page(*points[0]))
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*to_page(*point))
+        page.mouse.up()
+
+
+def touch_draw(page: Page, strokes: list[list[tuple[float, float]]]) -> None:
+    """A finger drag, through the DevTools protocol (Playwright's touchscreen only taps)."""
+    to_page = canvas_to_page(page)
+    session = page.context.new_cdp_session(page)
+    for stroke in strokes:
+        for index, point in enumerate(stroke_points(stroke)):
+            x, y = to_page(*point)
+            kind = "touchStart" if index == 0 else "touchMove"
+            session.send(
+                "Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]}
+            )
+        session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    session.detach()
+
+
+def wait_until_settled(page: Page) -> None:
+    """No request scheduled or in flight: what is shown answers the current drawing."""
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "false", timeout=TIMEOUT_MS)
+
+
+def card(page: Page, model: str) -> Locator:
+    return page.locator(f'.model-card[data-model="{model}"]')
+
+
+def shown_labels(page: Page) -> dict[str, str]:
+    return {
+        name: card(page, name).locator(".prediction-label").inner_text()
+        for name in page.locator(".model-card").evaluate_all(
+            "cards => cards.map(c => c.dataset.model)"
+        )
+    }
+
+
+def wait_for_cards(page: Page, models: tuple[str, ...]) -> None:
+    for model in models:
+        expect(card(page, model)).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def digit_png(digit: str, *, background: int, ink: int) -> bytes:
+    """The same strokes as DIGIT_STROKES, rendered by Pillow into a PNG file."""
+    image = Image.new("L", (CANVAS_SIDE, CANVAS_SIDE), background)
+    pen = ImageDraw.Draw(image)
+    for stroke in DIGIT_STROKES[digit]:
+        pen.line(stroke, fill=ink, width=CANVAS_SIDE // 14, joint="curve")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def inked_rows(page: Page) -> tuple[int, int] | None:
+    """First and last canvas row holding any pixel unlike the top-left one (the paper)."""
+    rows = page.evaluate(
+        """() => {
+            const canvas = document.getElementById("canvas");
+            const context = canvas.getContext("2d");
+            const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+            let first = null, last = null;
+            for (let i = 0; i < pixels.length; i += 4) {
+                if (pixels[i] === pixels[0]) continue;
+                const row = Math.floor(i / 4 / canvas.width);
+                if (first === null) first = row;
+                last = row;
+            }
+            return first === null ? null : [first, last];
+        }"""
+    )
+    return None if rows is None else (rows[0], rows[1])
+
+
+# ---------- the page on the published models ----------
+
+
+def test_page_shows_a_card_per_published_model_with_version_and_accuracy(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+
+    for model in PUBLISHED:
+        latest = max(
+            (path.parent for path in (PUBLISHED_MODELS / model).glob(f"*/{CARD_FILE}")),
+            key=lambda path: int(path.name),
+        )
+        model_card = ModelCard.read(latest)
+        accuracy = model_card.metrics["test_accuracy_onnxruntime"]
+        expect(card(page, model).locator(".model-version")).to_have_text(f"v{model_card.version}")
+        expect(card(page, model).locator(".model-accuracy")).to_have_text(f"{accuracy * 100:.2f} %")
+
+
+@pytest.mark.parametrize("digit", ["1", "7"])
+def test_drawn_digit_is_recognised_by_every_model(page: Page, digit: str) -> None:
+    wait_for_cards(page, PUBLISHED)
+
+    draw(page, DIGIT_STROKES[digit])
+    wait_until_settled(page)
+
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, digit)
+    for model in PUBLISHED:
+        model_card = card(page, model)
+        expect(model_card.locator(".latency-round-trip")).to_have_text(
+            re.compile(r"^\d+ ms round trip$")
+        )
+        expect(model_card.locator(f".bar:nth-child({int(digit) + 1})")).to_have_attribute(
+            "data-top", "true"
+        )
+        expect(page.locator("#announcer")).to_contain_text(f"{model} predicts {digit}")
+
+
+def test_chosen_image_file_with_a_light_background_is_classified(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+
+    page.locator("#file-input").set_input_files(
+        files=[
+            {
+                "name": "seven.png",
+                "mimeType": "image/png",
+                "buffer": digit_png("7", background=255, ink=0),
+            }
+        ]
+    )
+    wait_until_settled(page)
+
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+
+
+def test_blank_image_gets_a_hint_not_an_error(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+
+    page.locator("#file-input").set_input_files(
+        files=[
+            {
+                "name": "blank.png",
+                "mimeType": "image/png",
+                "buffer": digit_png("1", background=0, ink=0),
+            }
+        ]
+    )
+    wait_until_settled(page)
+
+    expect(page.locator("#status")).to_have_attribute("data-kind", "hint")
+    expect(page.locator(".model-card[data-state=error]")).to_have_count(0)
+
+
+def test_clear_is_reachable_by_keyboard_and_resets_the_page(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    draw(page, DIGIT_STROKES["1"])
+    wait_until_settled(page)
+
+    for _ in range(20):
+        if page.evaluate("document.activeElement.id") == "clear":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "clear", "Tab never reached Clear"
+    page.keyboard.press("Enter")
+
+    assert inked_rows(page) is None
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "–")
+
+
+def test_escape_clears_the_canvas(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+
+    page.keyboard.press("Escape")
+
+    assert inked_rows(page) is None
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "–")
+
+
+def test_links_lead_to_the_api_docs_and_metrics(page: Page, published_url: str) -> None:
+    for path in ("/docs", "/metrics"):
+        link = page.locator(f'header a[href="{path}"]')
+        expect(link).to_be_visible()
+        assert httpx.get(published_url + path, timeout=10).status_code == 200
+
+
+def test_phone_viewport_stacks_without_horizontal_scroll_and_takes_touch(
+    browser: Browser, published_url: str
+) -> None:
+    with opened_page(
+        browser, published_url, "phone", viewport=PHONE, has_touch=True, is_mobile=True
+    ) as phone_page:
+        wait_for_cards(phone_page, PUBLISHED)
+
+        widths = phone_page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], f"horizontal scroll: content {widths[0]} px > {widths[1]} px"
+        canvas_box = phone_page.locator("#canvas").bounding_box()
+        results_box = phone_page.locator("#results").bounding_box()
+        assert canvas_box is not None
+        assert results_box is not None
+        assert canvas_box["x"] >= 0
+        assert canvas_box["x"] + canvas_box["width"] <= PHONE["width"]
+        assert results_box["y"] > canvas_box["y"] + canvas_box["height"], "layout did not stack"
+
+        touch_draw(phone_page, DIGIT_STROKES["1"])
+        wait_until_settled(phone_page)
+
+        # The whole stroke is on the canvas: the browser did not take the drag for a scroll.
+        assert inked_rows(phone_page) == pytest.approx((40 - 10, 240 + 10), abs=3)
+        assert shown_labels(phone_page) == dict.fromkeys(PUBLISHED, "1")
+
+
+# ---------- a server that wants an API key ----------
+
+
+def test_api_key_prompt_appears_on_401_and_the_key_unlocks_predictions(
+    browser: Browser, keyed_url: str
+) -> None:
+    with opened_page(browser, keyed_url, "api-key") as keyed_page:
+        sent_keys: list[str | None] = []
+        keyed_page.on(
+            "request",
+            lambda request: (
+                sent_keys.append(request.headers.get("authorization"))
+                if "/predict" in request.url
+                else None
+            ),
+        )
+        expect(keyed_page.locator("#key-panel")).to_be_visible()
+        expect(keyed_page.locator("#status")).to_have_attribute("data-kind", "error")
+
+        keyed_page.get_by_role("textbox", name="API key").fill("sesame")
+        keyed_page.get_by_role("button", name="Use key").click()
+        wait_for_cards(keyed_page, ("tiny",))
+        draw(keyed_page, DIGIT_STROKES["7"])
+        wait_until_settled(keyed_page)
+
+        expect(keyed_page.locator("#key-panel")).to_be_hidden()
+        expect(card(keyed_page, "tiny")).to_have_attribute("data-state", "done")
+        assert re.fullmatch(r"[0-9]", shown_labels(keyed_page)["tiny"])
+        assert sent_keys, "no predict request was sent"
+        assert set(sent_keys) == {"Bearer sesame"}
