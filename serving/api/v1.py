@@ -81,9 +81,12 @@ async def _decode_body(request: Request, settings: Settings) -> np.ndarray:
         return image.reshape(1, 1, 28, 28)
     if content_type == docs.MULTIPART:
         return await _decode_uploads(request, settings)
-    problem = f"Content-Type {content_type!r} is not supported" if content_type else ""
-    problem = problem or "no Content-Type"
-    raise UnsupportedMediaType(f"{problem}; send one of: " + ", ".join(docs.ACCEPTED_TYPES))
+    accepted = ", ".join(docs.ACCEPTED_TYPES)
+    if not content_type:
+        raise UnsupportedMediaType(f"no Content-Type; send one of: {accepted}")
+    raise UnsupportedMediaType(
+        f"Content-Type {content_type!r} is not supported; send one of: {accepted}"
+    )
 
 
 async def _decode_uploads(request: Request, settings: Settings) -> np.ndarray:

@@ -1,0 +1,352 @@
+"""The v1 API through a real app: every body format, every refusal, the model listing."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image
+from starlette.exceptions import StarletteDeprecationWarning
+
+from serving.app import create_app
+from serving.codecs.images import decode_image
+from serving.codecs.v1 import softmax
+from serving.settings import Settings
+from tests.support import tiny_logits
+
+with warnings.catch_warnings():
+    # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+PREDICT = "/v1/models/tiny/predict"
+JSON = {"content-type": "application/json"}
+OCTET = {"content-type": "application/octet-stream"}
+LATEST_SEED = 1  # tiny version 2 (the latest) was written with seed 1, version 1 with seed 0
+
+
+@pytest.fixture(scope="module")
+def client(tiny_repo: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=tiny_repo))) as test_client:
+        yield test_client
+
+
+def random_images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((count, 28, 28)).astype(np.float32)
+
+
+def png_of_digit(seed: int = 0) -> bytes:
+    """A white-on-black stroke picture, its shape varying with ``seed``."""
+    rng = np.random.default_rng(seed)
+    pixels = np.zeros((60, 50), dtype=np.uint8)
+    top, left = rng.integers(5, 20, size=2)
+    pixels[top : top + 30, left : left + 6] = 255
+    pixels[top : top + 6, left : left + rng.integers(10, 25)] = 200
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def assert_predictions_match(
+    answer: dict[str, Any], images: np.ndarray, seed: int = LATEST_SEED
+) -> None:
+    expected = softmax(tiny_logits(images, seed=seed))
+    predictions = answer["predictions"]
+    assert [p["label"] for p in predictions] == expected.argmax(axis=1).tolist()
+    served = np.array([p["probabilities"] for p in predictions])
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-6)
+    confidences = [p["confidence"] for p in predictions]
+    np.testing.assert_allclose(confidences, expected.max(axis=1), rtol=1e-4)
+
+
+def assert_error(response: Any, status_code: int, message: str) -> None:
+    assert response.status_code == status_code, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert message in response.json()["error"]
+
+
+# --- predictions for every body format ---
+
+
+def test_json_images_are_predicted_exactly_and_in_order(client: TestClient) -> None:
+    images = random_images(5)
+
+    response = client.post(PREDICT, content=orjson.dumps({"images": images.tolist()}), headers=JSON)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    answer = response.json()
+    assert (answer["model"], answer["version"]) == ("tiny", "2")
+    assert_predictions_match(answer, images)
+
+
+def test_json_flat_images_with_charset_are_accepted(client: TestClient) -> None:
+    images = random_images(2, seed=3)
+    body = orjson.dumps({"images": images.reshape(2, 784).tolist()})
+
+    response = client.post(
+        PREDICT, content=body, headers={"content-type": "Application/JSON; charset=utf-8"}
+    )
+
+    assert response.status_code == 200
+    assert_predictions_match(response.json(), images)
+
+
+def test_version_route_uses_that_version(client: TestClient) -> None:
+    images = random_images(3, seed=4)
+    body = orjson.dumps({"images": images.tolist()})
+
+    response = client.post("/v1/models/tiny/versions/1/predict", content=body, headers=JSON)
+
+    assert response.json()["version"] == "1"
+    assert_predictions_match(response.json(), images, seed=0)
+
+
+def test_octet_stream_pixels_are_predicted_exactly(client: TestClient) -> None:
+    pixels = np.random.default_rng(5).integers(0, 256, size=(4, 784), dtype=np.uint8)
+
+    response = client.post(PREDICT, content=pixels.tobytes(), headers=OCTET)
+
+    assert response.status_code == 200
+    assert_predictions_match(response.json(), pixels.astype(np.float32) / np.float32(255))
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_picture_is_preprocessed_then_predicted(client: TestClient, image_format: str) -> None:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png_of_digit())).save(buffer, image_format)
+    picture = buffer.getvalue()
+
+    response = client.post(
+        PREDICT, content=picture, headers={"content-type": f"image/{image_format.lower()}"}
+    )
+
+    assert response.status_code == 200
+    assert_predictions_match(response.json(), decode_image(picture, 10**6)[None])
+
+
+def test_multipart_files_are_predicted_in_order(client: TestClient) -> None:
+    pictures = [png_of_digit(seed) for seed in range(4)]
+    files = [
+        (f"digit{index}", (f"{index}.png", picture, "image/png"))
+        for index, picture in enumerate(pictures)
+    ]
+
+    response = client.post(PREDICT, files=files, data={"submit": "Classify"})
+
+    assert response.status_code == 200
+    expected = np.stack([decode_image(picture, 10**6) for picture in pictures])
+    assert_predictions_match(response.json(), expected)
+
+
+# --- refusals: a 4xx naming the problem, never a 500 ---
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"images": [[0.5, 0.5', "body is not valid JSON"),
+        (b'{"images": [[NaN]]}', "body is not valid JSON"),
+        (b'{"pictures": []}', 'expected a JSON object {"images": [...]}'),
+        (b'{"images": []}', "images: expected at least one image, got none"),
+        (orjson.dumps({"images": [[0.5] * 783]}), "images[0]: expected 784 numbers or 28x28"),
+        (orjson.dumps({"images": [[[0.5] * 28] * 27 + [[0.5] * 27]]}), "images[0][27]: is a list"),
+        (orjson.dumps({"images": [[0.5] * 783 + [None]]}), "images[0][783]: expected a number"),
+        (orjson.dumps({"images": [[0.5] * 783 + [True]]}), "got a boolean (true)"),
+        (orjson.dumps({"images": [[0.5] * 783 + ["1"]]}), "got a string ('1')"),
+        (orjson.dumps({"images": [[0.5] * 783 + [255]]}), "images[0]: pixel 783 is 255"),
+        (orjson.dumps({"images": [[0.5] * 783 + [-1]]}), "pixels must be in [0, 1]"),
+    ],
+)
+def test_bad_json_is_a_400_naming_the_problem(
+    client: TestClient, body: bytes, message: str
+) -> None:
+    assert_error(client.post(PREDICT, content=body, headers=JSON), 400, message)
+
+
+def test_too_many_images_is_a_400_naming_the_limit(tiny_repo: Path) -> None:
+    settings = Settings(models_dir=tiny_repo, max_images_per_request=2, max_queue_size=64)
+    with TestClient(create_app(settings)) as small_client:
+        body = orjson.dumps({"images": random_images(3).tolist()})
+        json_response = small_client.post(PREDICT, content=body, headers=JSON)
+        octet_response = small_client.post(PREDICT, content=bytes(784 * 3), headers=OCTET)
+        files = [("file", (f"{index}.png", png_of_digit(), "image/png")) for index in range(3)]
+        multipart_response = small_client.post(PREDICT, files=files)
+
+    assert_error(json_response, 400, "images: 3 images exceed the limit of 2 images per request")
+    assert_error(octet_response, 400, "images: 3 images exceed the limit of 2 images per request")
+    assert_error(multipart_response, 400, "Maximum number of files is 2")
+
+
+@pytest.mark.parametrize("length", [0, 100, 784 + 1])
+def test_octet_length_not_a_multiple_of_784_is_a_400(client: TestClient, length: int) -> None:
+    response = client.post(PREDICT, content=bytes(length), headers=OCTET)
+
+    assert_error(
+        response,
+        400,
+        f"positive multiple of 784 bytes (N images of 28x28 uint8 pixels), got {length} bytes",
+    )
+
+
+@pytest.mark.parametrize(
+    ("picture", "message"),
+    [
+        (b"definitely not a png", "image: not a picture in a supported format"),
+        (b"", "image: not a picture"),
+        (png_of_digit()[: len(png_of_digit()) // 2], "image: cannot be decoded"),
+    ],
+)
+def test_bad_picture_is_a_400(client: TestClient, picture: bytes, message: str) -> None:
+    response = client.post(PREDICT, content=picture, headers={"content-type": "image/png"})
+
+    assert_error(response, 400, message)
+
+
+def test_blank_picture_has_no_ink(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (40, 40), 255).save(buffer, "PNG")
+
+    response = client.post(
+        PREDICT, content=buffer.getvalue(), headers={"content-type": "image/png"}
+    )
+
+    assert_error(response, 400, "image has no ink")
+
+
+def test_bad_file_in_multipart_is_named(client: TestClient) -> None:
+    files = [
+        ("first", ("good.png", png_of_digit(), "image/png")),
+        ("second", ("bad.png", b"junk", "image/png")),
+    ]
+
+    response = client.post(PREDICT, files=files)
+
+    assert_error(response, 400, "file 1 (second='bad.png'): image: not a picture")
+
+
+def test_multipart_without_files_is_a_400(client: TestClient) -> None:
+    response = client.post(PREDICT, data={"note": "no files here"}, files={"x": ("", b"")})
+
+    assert response.status_code == 400
+
+
+def test_malformed_multipart_is_a_400(client: TestClient) -> None:
+    response = client.post(
+        PREDICT, content=b"--abc\r\n", headers={"content-type": "multipart/form-data"}
+    )
+
+    assert_error(response, 400, "multipart body:")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_unsupported_content_type_is_a_415_listing_the_accepted_ones(
+    client: TestClient, content_type: str
+) -> None:
+    response = client.post(PREDICT, content=b"{}", headers={"content-type": content_type})
+
+    assert_error(response, 415, f"Content-Type '{content_type}' is not supported; send one of:")
+    assert "application/json, application/octet-stream, image/png" in response.json()["error"]
+
+
+def test_missing_content_type_is_a_415(client: TestClient) -> None:
+    assert_error(client.post(PREDICT, content=b"{}"), 415, "no Content-Type; send one of")
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v1/models/nope/predict", "model 'nope' not found; available: ['tiny']"),
+        ("/v1/models/tiny/versions/3/predict", "model 'tiny' has no version '3'"),
+        ("/v1/models/tiny/versions/x/predict", "has no version 'x'"),
+    ],
+)
+def test_unknown_model_or_version_is_a_404(client: TestClient, path: str, message: str) -> None:
+    body = orjson.dumps({"images": random_images(1).tolist()})
+
+    assert_error(client.post(path, content=body, headers=JSON), 404, message)
+
+
+def test_body_over_the_limit_is_a_413(tiny_repo: Path) -> None:
+    settings = Settings(models_dir=tiny_repo, max_body_bytes=784 * 2)
+    with TestClient(create_app(settings)) as small_client:
+        too_big = small_client.post(PREDICT, content=bytes(784 * 3), headers=OCTET)
+        just_fits = small_client.post(PREDICT, content=bytes(784 * 2), headers=OCTET)
+
+    assert_error(too_big, 413, "over the 1568-byte limit")
+    assert just_fits.status_code == 200
+
+
+def test_good_requests_still_work_after_bad_ones(client: TestClient) -> None:
+    images = random_images(2, seed=9)
+    bad_bodies = [
+        (b"{", JSON),
+        (orjson.dumps({"images": [[0.5] * 783 + [None]]}), JSON),
+        (bytes(5), OCTET),
+        (b"junk", {"content-type": "image/png"}),
+    ]
+    for body, headers in bad_bodies:
+        assert client.post(PREDICT, content=body, headers=headers).status_code == 400
+
+    response = client.post(PREDICT, content=orjson.dumps({"images": images.tolist()}), headers=JSON)
+
+    assert response.status_code == 200
+    assert_predictions_match(response.json(), images)
+
+
+# --- model listing ---
+
+
+def test_models_lists_every_model_with_its_contract_and_state(client: TestClient) -> None:
+    response = client.get("/v1/models")
+
+    assert response.status_code == 200
+    (tiny,) = response.json()["models"]
+    assert tiny["name"] == "tiny"
+    assert tiny["versions"] == ["1", "2"]
+    assert tiny["latest"] == "2"
+    assert tiny["ready"] is True
+    assert tiny["provider"] == "CPUExecutionProvider"
+    assert tiny["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+    assert tiny["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert tiny["labels"] == [str(digit) for digit in range(10)]
+    assert [entry["version"] for entry in tiny["by_version"]] == ["1", "2"]
+    assert {entry["architecture"] for entry in tiny["by_version"]} == {"linear"}
+
+
+def test_one_model_is_described(client: TestClient) -> None:
+    listed = client.get("/v1/models").json()["models"][0]
+
+    response = client.get("/v1/models/tiny")
+
+    assert response.status_code == 200
+    assert response.json() == listed
+
+
+def test_unknown_model_description_is_a_404(client: TestClient) -> None:
+    assert_error(client.get("/v1/models/nope"), 404, "model 'nope' not found")
+
+
+def test_openapi_documents_every_body_type_and_error(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+
+    for path in (
+        PREDICT.replace("tiny", "{model}"),
+        "/v1/models/{model}/versions/{version}/predict",
+    ):
+        operation = spec["paths"][path]["post"]
+        assert set(operation["requestBody"]["content"]) == {
+            "application/json",
+            "application/octet-stream",
+            "image/png",
+            "image/jpeg",
+            "multipart/form-data",
+        }
+        assert {"200", "400", "404", "413", "415", "503", "504"} <= set(operation["responses"])
+    assert "/v1/models" in spec["paths"]
