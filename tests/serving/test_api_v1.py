@@ -16,9 +16,9 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from serving.app import create_app
 from serving.codecs.images import decode_image
-from serving.codecs.v1 import softmax
+from serving.codecs.v1 import decode_octet_images, softmax
 from serving.settings import Settings
-from tests.support import tiny_logits
+from tests.support import PUBLISHED_MODELS, tiny_logits
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
@@ -350,3 +350,36 @@ def test_openapi_documents_every_body_type_and_error(client: TestClient) -> None
         }
         assert {"200", "400", "404", "413", "415", "503", "504"} <= set(operation["responses"])
     assert "/v1/models" in spec["paths"]
+
+
+# --- the published models, served, agree with ONNX Runtime offline ---
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp"])
+def test_served_accuracy_equals_offline_accuracy(name: str) -> None:
+    import onnxruntime
+
+    from training.data import load_mnist
+
+    model_path = PUBLISHED_MODELS / name
+    if not any(model_path.glob("*/model.onnx")):
+        pytest.skip(f"no published {name} model in {PUBLISHED_MODELS} (run `make train`)")
+    mnist = load_mnist()
+    pixels, labels = mnist.test_images[:1000], mnist.test_labels[:1000]
+    with TestClient(create_app(Settings(models_dir=PUBLISHED_MODELS))) as published:
+        version = published.get(f"/v1/models/{name}").json()["latest"]
+        served = [
+            published.post(
+                f"/v1/models/{name}/predict", content=chunk.tobytes(), headers=OCTET
+            ).json()["predictions"]
+            for chunk in np.array_split(pixels, 8)
+        ]
+    served_labels = np.array([p["label"] for chunk in served for p in chunk])
+    session = onnxruntime.InferenceSession(
+        model_path / version / "model.onnx", providers=["CPUExecutionProvider"]
+    )
+    images = decode_octet_images(pixels.tobytes(), max_images=1000)
+    offline_labels = session.run(["logits"], {"input": images})[0].argmax(axis=1)
+
+    assert (served_labels == labels).mean() == (offline_labels == labels).mean()
+    assert (served_labels == offline_labels).all()
