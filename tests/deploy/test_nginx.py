@@ -1,0 +1,172 @@
+"""deploy/nginx/nginx.conf: checked by ``nginx -t``, then run in front of a real server.
+
+Only Docker's parts are swapped for the run (the `api` upstream and Docker's DNS do
+not exist here; the port and /tmp paths are made private to the test); every other
+line, limits, timeouts and error pages included, is the shipped file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from serving.settings import Settings
+from tests.support import REPO_ROOT, free_port, require_binary, running_server
+
+NGINX_CONF = REPO_ROOT / "deploy" / "nginx" / "nginx.conf"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+_SIZE = re.compile(r"^(\d+)([kmg]?)$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def directive(name: str) -> str:
+    (value,) = re.findall(rf"^\s*{name}\s+([^;]+);", NGINX_CONF.read_text(), re.MULTILINE)
+    return value.strip()
+
+
+def size_bytes(value: str) -> int:
+    match = _SIZE.match(value.lower())
+    assert match, value
+    return int(match[1]) * _SIZE_UNITS[match[2]]
+
+
+def seconds(value: str) -> float:
+    assert value.endswith("s"), value
+    return float(value[:-1])
+
+
+def api_setting(name: str) -> str:
+    """What the compose `api` service runs with: its environment, else the default."""
+    environment = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["api"]["environment"]
+    return str(environment.get(f"MNIST_SERVE_{name.upper()}", Settings.model_fields[name].default))
+
+
+def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    nginx = require_binary("nginx")
+    result = subprocess.run(
+        [nginx, "-t", "-c", str(NGINX_CONF), "-p", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_proxy_resolves_api_per_request_through_docker_dns() -> None:
+    text = NGINX_CONF.read_text()
+    assert directive("resolver").startswith("127.0.0.11 ")
+    assert f"set $api_upstream http://api:{api_setting('port')};" in text
+    assert "proxy_pass $api_upstream;" in text  # a variable: resolved at request time
+
+
+def test_proxy_body_limit_is_the_services() -> None:
+    limit = int(api_setting("max_body_bytes"))
+    assert size_bytes(directive("client_max_body_size")) == limit
+    assert f"over the {limit}-byte limit" in NGINX_CONF.read_text()
+
+
+def test_proxy_waits_longer_than_the_service_deadline() -> None:
+    assert seconds(directive("proxy_read_timeout")) > float(api_setting("request_timeout_s"))
+
+
+@contextmanager
+def running_proxy(upstream_url: str, work: Path) -> Iterator[str]:
+    """The shipped nginx.conf in front of ``upstream_url``; yields the proxy's URL."""
+    nginx = require_binary("nginx")
+    port = free_port()
+    text = (
+        NGINX_CONF.read_text()
+        .replace("http://api:8000;", f"{upstream_url};")
+        .replace("listen 8000;", f"listen 127.0.0.1:{port};")
+        .replace("/tmp/", f"{work}/")
+    )
+    conf = work / "nginx.conf"
+    conf.write_text(text)
+    # As root, nginx's workers would drop to `nobody`, who cannot write the temp dirs
+    # here; in the unprivileged image master and workers are the same user.
+    global_directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    process = subprocess.Popen(
+        [nginx, "-c", str(conf), "-p", str(work), "-g", global_directives],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url + "/nginx-health", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "nginx exited"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def proxy_url(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with (
+        running_server(tiny_repo) as (server_url, _),
+        running_proxy(server_url, tmp_path_factory.mktemp("nginx")) as url,
+    ):
+        yield url
+
+
+def v2_request(images: int) -> bytes:
+    tensor = {"name": "input", "datatype": "FP32", "shape": [images, 1, 28, 28]}
+    tensor["data"] = [0.5] * images * 784
+    return httpx.Request("POST", "/", json={"inputs": [tensor]}).content
+
+
+def post_infer(url: str, body: bytes) -> httpx.Response:
+    return httpx.post(
+        url + "/v2/models/tiny/infer",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+def test_proxy_forwards_requests_larger_than_nginx_default(proxy_url: str) -> None:
+    body = v2_request(400)
+    assert len(body) > 1024 * 1024  # nginx's default client_max_body_size
+    response = post_infer(proxy_url, body)
+    assert response.status_code == 200
+    assert response.json()["outputs"][0]["shape"] == [400, 10]
+
+
+def test_oversized_request_gets_a_json_413(proxy_url: str) -> None:
+    response = post_infer(proxy_url, b"0" * (int(api_setting("max_body_bytes")) + 1))
+    assert response.status_code == 413
+    assert "max_body_bytes" in response.json()["error"]
+
+
+def test_proxy_health_answers_without_the_service(proxy_url: str) -> None:
+    response = httpx.get(proxy_url + "/nginx-health", timeout=5)
+    assert (response.status_code, response.text) == (200, "ok\n")
+
+
+def test_no_replica_gives_a_json_502(tmp_path: Path) -> None:
+    with running_proxy(f"http://127.0.0.1:{free_port()}", tmp_path) as url:
+        response = httpx.get(url + "/v2/health/ready", timeout=10)
+    assert response.status_code == 502
+    assert response.json() == {"error": "no API replica answered"}
