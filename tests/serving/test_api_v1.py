@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from serving.app import create_app
 from serving.codecs.images import decode_image
 from serving.codecs.v1 import decode_octet_images, softmax
 from serving.settings import Settings
-from tests.support import PUBLISHED_MODELS, tiny_logits
+from tests.support import PUBLISHED_MODELS, running_server, tiny_logits
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
@@ -383,3 +385,37 @@ def test_served_accuracy_equals_offline_accuracy(name: str) -> None:
 
     assert (served_labels == labels).mean() == (offline_labels == labels).mean()
     assert (served_labels == offline_labels).all()
+
+
+# --- fuzzed from its own OpenAPI description ---
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_errors_or_schema_violations(tiny_repo: Path) -> None:
+    # "Schema-valid request rejected" is excluded: a blank or undecodable picture is valid
+    # binary to the schema but rightly a 400 here.
+    schemathesis = Path(sys.executable).parent / "st"
+    with running_server(tiny_repo, env={"MNIST_SERVE_ACCESS_LOG": "false"}) as (url, _):
+        run = subprocess.run(
+            [
+                str(schemathesis),
+                "run",
+                f"{url}/openapi.json",
+                "--include-path-regex",
+                "^/v1/",
+                "--max-examples",
+                "40",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+                "--generation-deterministic",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout
