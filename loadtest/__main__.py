@@ -116,7 +116,7 @@ def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str
         args.mix,
         "--batch-max",
         str(args.batch_max),
-        "--profile",
+        "--thresholds-profile",
         args.profile,
         "--thresholds",
         str(args.thresholds.resolve()),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.server import running_server
+from loadtest.thresholds import load_thresholds
 from tests.support import PUBLISHED_MODELS, REPO_ROOT, write_tiny_model
 
 RUN_TIME = "8s"  # short: CI has 2 cores shared with the rest of the suite
@@ -57,6 +58,7 @@ def test_smoke_run_against_the_real_server_and_models_passes(tmp_path: Path) -> 
     )  # fmt: skip
 
     assert code == 0, output
+    assert summary["thresholds"] == vars(load_thresholds("smoke"))
     assert summary["violations"] == []
     assert summary["total"]["requests"] > 0
     assert summary["total"]["failures"] == 0
