@@ -151,9 +151,11 @@ _INFER_REQUEST_SCHEMA = {
                 "type": "object",
                 "required": ["name", "shape", "datatype"],
                 "properties": {
-                    "name": {"type": "string", "description": "The model's input: 'input'"},
+                    "name": {"type": "string", "enum": ["input"]},
                     "shape": {
                         "type": "array",
+                        "minItems": 2,
+                        "maxItems": 4,
                         "items": {"type": "integer", "minimum": 0},
                         "description": "[N, 1, 28, 28], [N, 28, 28] or [N, 784]",
                     },
@@ -180,7 +182,7 @@ _INFER_REQUEST_SCHEMA = {
                 "type": "object",
                 "required": ["name"],
                 "properties": {
-                    "name": {"type": "string", "description": "'logits'"},
+                    "name": {"type": "string", "enum": ["logits"]},
                     "parameters": {
                         "type": "object",
                         "properties": {"binary_data": {"type": "boolean"}},
