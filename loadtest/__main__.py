@@ -202,9 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         host = args.host
         if host is None:
             env = dict(item.split("=", 1) for item in args.server_env)
-            host = stack.enter_context(
-                running_server(args.models_dir.resolve(), out_dir / "server.log", env)
-            )
+            try:
+                host = stack.enter_context(
+                    running_server(args.models_dir.resolve(), out_dir / "server.log", env)
+                )
+            except (OSError, RuntimeError, TimeoutError) as error:
+                print(f"could not start the server: {error}; see {out_dir}/server.log")
+                return 2
         exit_code = run_locust(args, host.rstrip("/"), out_dir, extra)
     summary_path = out_dir / "summary.json"
     if not summary_path.exists():

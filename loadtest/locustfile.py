@@ -24,6 +24,7 @@ from typing import Any
 import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
+from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest.expectations import (
@@ -211,8 +212,8 @@ class MnistTrafficUser(FastHttpUser):
     @task
     def send_one_request(self) -> None:
         workload = self.workload
-        if workload is None:
-            return
+        if workload is None:  # setup failed; the runner is quitting
+            raise StopUser()
         kind = self.rng.choices(workload.kinds, workload.weights)[0]
         model = self.rng.choice(workload.models)
         payload = self._payload(workload, kind, model)

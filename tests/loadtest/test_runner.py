@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.__main__ import locustfile_options, parse_args
 from loadtest.server import running_server
 from loadtest.thresholds import load_thresholds
 from tests.support import PUBLISHED_MODELS, REPO_ROOT, write_tiny_model
@@ -65,3 +66,18 @@ def test_smoke_run_against_the_real_server_and_models_passes(tmp_path: Path) -> 
     raw_rows = [row for row in summary["accuracy"] if row["path"] == "raw pixels"]
     assert sorted(row["model"] for row in raw_rows) == models
     assert all(row["agreement"] == 100.0 for row in raw_rows), summary["accuracy"]
+
+
+def test_smoke_flag_sets_short_run_and_smoke_thresholds_unless_overridden(tmp_path: Path) -> None:
+    args, _ = parse_args(["--smoke", "--users", "8"])
+
+    options = locustfile_options(args, tmp_path / "summary.json")
+
+    assert (args.run_time, args.users) == ("20s", 8)
+    assert options[options.index("--thresholds-profile") + 1] == "smoke"
+
+
+def test_arguments_after_double_dash_go_to_locust_unchanged() -> None:
+    _, extra = parse_args(["--run-time", "5s", "--", "--loglevel", "DEBUG"])
+
+    assert extra == ["--loglevel", "DEBUG"]
