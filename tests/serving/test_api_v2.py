@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from collections.abc import Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -11,12 +12,17 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from fastapi.testclient import TestClient
+from starlette.exceptions import StarletteDeprecationWarning
 
 from serving.app import create_app
 from serving.codecs import v2
 from serving.settings import Settings
 from tests.support import tiny_logits
+
+with warnings.catch_warnings():
+    # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
 
 HEADER = v2.HEADER_LENGTH
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # ORT's Gemm may sum in another order than numpy

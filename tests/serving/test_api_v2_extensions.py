@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,17 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from fastapi.testclient import TestClient
+from starlette.exceptions import StarletteDeprecationWarning
 
 from serving.app import create_app
 from serving.codecs import v2
 from serving.settings import Settings
 from tests.support import write_tiny_model
+
+with warnings.catch_warnings():
+    # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
 
 
 @pytest.fixture(scope="module")
