@@ -7,15 +7,27 @@ The first half drives ``ServingMetrics`` directly and reads ``render_metrics`` (
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
+from starlette.exceptions import StarletteDeprecationWarning
 
+from serving.app import create_app
 from serving.metrics import ServingMetrics, prepare_multiprocess_dir, render_metrics
+from serving.settings import Settings
 from tests.support import MetricSamples, exported_metric_names, metric_samples, metric_value
+
+with warnings.catch_warnings():
+    # Starlette 1.x would rather drive its TestClient with httpx2; httpx 0.28 works the same.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
 
 READY = {"model": "tiny", "version": "1"}
 
@@ -251,3 +263,144 @@ def test_prepare_multiprocess_dir_empties_the_operators_directory(
     assert directory == tmp_path
     assert not stale.exists()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+# --- through a real app ------------------------------------------------------------------
+# The latest version of the tiny repository is 2; requests name no version.
+LATEST = {"model": "tiny", "version": "2"}
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def v1_body(images: int) -> bytes:
+    return orjson.dumps({"images": [[0.5] * 784] * images})
+
+
+def v2_body(images: int) -> dict[str, object]:
+    tensor = {"name": "input", "shape": [images, 1, 28, 28], "datatype": "FP32"}
+    return {"inputs": [{**tensor, "data": [0.5] * (784 * images)}]}
+
+
+@pytest.fixture
+def client(tiny_repo: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=tiny_repo))) as test_client:
+        yield test_client
+
+
+class Deltas:
+    """Scrape /metrics before and after; ``delta(name, **labels)`` is what changed."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.before = self.scrape()
+        self.after: MetricSamples = {}
+
+    def scrape(self) -> MetricSamples:
+        return metric_samples(self.client.get("/metrics").text)
+
+    def __enter__(self) -> Deltas:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.after = self.scrape()
+
+    def delta(self, name: str, **labels: str) -> float:
+        return metric_value(self.after, name, **labels) - metric_value(self.before, name, **labels)
+
+
+def test_app_counts_requests_images_and_batches_exactly(client: TestClient) -> None:
+    with Deltas(client) as deltas:
+        for _ in range(3):
+            assert (
+                client.post("/v1/models/tiny/predict", content=v1_body(4), headers=JSON).status_code
+                == 200
+            )
+        for _ in range(2):
+            assert client.post("/v2/models/tiny/infer", json=v2_body(5)).status_code == 200
+
+    requests = "mnist_serve_requests_total"
+    assert deltas.delta(requests, **LATEST, endpoint="v1", outcome="success") == 3
+    assert deltas.delta(requests, **LATEST, endpoint="v2", outcome="success") == 2
+    assert deltas.delta(requests, **LATEST) == 5
+    assert deltas.delta("mnist_serve_images_total", **LATEST) == 3 * 4 + 2 * 5
+    # One request at a time: each runs alone in its own batch.
+    assert deltas.delta("mnist_serve_batch_executions_total", **LATEST) == 5
+    assert deltas.delta("mnist_serve_batch_size_images_sum", **LATEST) == 22
+    assert deltas.delta("mnist_serve_request_duration_seconds_count", **LATEST) == 5
+    assert deltas.delta("mnist_serve_queue_duration_seconds_count", **LATEST) == 5
+    assert deltas.delta("nv_inference_request_success_total", **LATEST) == 5
+    assert deltas.delta("nv_inference_count_total", **LATEST) == 22
+    assert deltas.delta("nv_inference_exec_count_total", **LATEST) == 5
+    # ... and the first scrape's own 200, counted once its body was sent.
+    assert deltas.delta("mnist_serve_http_responses_total", status_code="200") == 5 + 1
+
+
+def test_app_counts_bad_requests_as_client_errors(client: TestClient) -> None:
+    with Deltas(client) as deltas:
+        assert (
+            client.post("/v1/models/tiny/predict", content=b"{not", headers=JSON).status_code == 400
+        )
+        assert client.post("/v2/models/tiny/infer", json={"inputs": []}).status_code == 400
+
+    requests = "mnist_serve_requests_total"
+    assert deltas.delta(requests, **LATEST, outcome="client_error") == 2
+    assert deltas.delta(requests, **LATEST, outcome="success") == 0
+    assert deltas.delta("mnist_serve_images_total", **LATEST) == 0
+    assert deltas.delta("nv_inference_request_failure_total", **LATEST, reason="OTHER") == 2
+    assert deltas.delta("mnist_serve_http_responses_total", status_code="400") == 2
+
+
+def test_app_counts_a_request_that_cannot_meet_its_deadline_as_rejected(
+    client: TestClient,
+) -> None:
+    with Deltas(client) as deltas:
+        response = client.post(
+            "/v1/models/tiny/predict",
+            content=v1_body(1),
+            headers={**JSON, "X-Request-Timeout-Ms": "0.001"},
+        )
+
+    assert response.status_code == 503
+    assert deltas.delta("mnist_serve_requests_total", **LATEST, outcome="rejected") == 1
+    assert deltas.delta("mnist_serve_rejections_total", **LATEST, reason="deadline") == 1
+    assert deltas.delta("nv_inference_request_failure_total", **LATEST, reason="REJECTED") == 1
+    assert deltas.delta("mnist_serve_batch_executions_total", **LATEST) == 0
+    assert deltas.delta("mnist_serve_http_responses_total", status_code="503") == 1
+
+
+def test_unknown_model_names_create_no_series(client: TestClient) -> None:
+    with Deltas(client) as deltas:
+        for name in ("nope", "x" * 40, "tiny2"):
+            response = client.post(f"/v1/models/{name}/predict", content=v1_body(1), headers=JSON)
+            assert response.status_code == 404
+            assert client.post(f"/v2/models/{name}/infer", json=v2_body(1)).status_code == 404
+
+    models = {dict(labels).get("model") for _, labels in deltas.after} - {None}
+    assert models == {"tiny"}
+    assert deltas.delta("mnist_serve_requests_total") == 0
+    assert deltas.delta("mnist_serve_http_responses_total", status_code="404") == 6
+
+
+def test_every_loaded_version_is_ready_with_its_provider(client: TestClient) -> None:
+    samples = metric_samples(client.get("/metrics").text)
+
+    ready = {
+        (labels["version"], labels["provider"]): value
+        for (name, label_set), value in samples.items()
+        if name == "mnist_serve_model_ready"
+        for labels in [dict(label_set)]
+    }
+    assert ready == {("1", "CPUExecutionProvider"): 1, ("2", "CPUExecutionProvider"): 1}
+
+
+def test_inference_response_carries_server_timing_and_request_id(client: TestClient) -> None:
+    response = client.post(
+        "/v1/models/tiny/predict", content=v1_body(2), headers={**JSON, "X-Request-ID": "trace-42"}
+    )
+
+    assert response.headers["x-request-id"] == "trace-42"
+    assert re.fullmatch(
+        r"queue;dur=\d+\.\d{3}, infer;dur=\d+\.\d{3}, total;dur=\d+\.\d{3}",
+        response.headers["server-timing"],
+    )
