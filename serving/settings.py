@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["cpu", "cuda", "auto"]
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(
         2048, ge=1, description="Images waiting per model before requests are refused"
     )
-    overload_status_code: Literal[429, 503] = Field(503, description="Status for refusals")
+    overload_status_code: int = Field(503, description="Status for refusals: 503 or 429")
 
     # Limits on requests.
     request_timeout_s: float = Field(
@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     # Logs.
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
     access_log: bool = Field(True, description="One JSON line per request")
+
+    @field_validator("overload_status_code")
+    @classmethod
+    def _is_an_overload_status(cls, status: int) -> int:
+        if status not in (429, 503):
+            raise ValueError(f"must be 503 or 429, got {status}")
+        return status
 
     @model_validator(mode="after")
     def _requests_fit_in_the_queue(self) -> Settings:
