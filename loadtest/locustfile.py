@@ -6,9 +6,9 @@ directly: ``locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --head
 
 Each request sends real MNIST test images from the committed fixture. A request
 fails when its status is not 200, its body is malformed, it answers for the wrong
-number of images, or (raw pixels) a served label differs from the label ONNX
-Runtime gives offline for that image with the same model file. At the end the
-served accuracy per model is reported and the thresholds decide the exit code.
+number of images, or a served label differs from the label ONNX Runtime gives
+offline for that image with the same model file (see ``expectations.py``). At the
+end the served accuracy per model is reported and the thresholds decide the exit code.
 """
 
 from __future__ import annotations
@@ -296,33 +296,24 @@ class MnistTrafficUser(FastHttpUser):
         return "served label differs from the offline ONNX Runtime label"
 
 
-@events.report_to_master.add_listener
-def send_tally(data: dict[str, Any], **_kwargs: Any) -> None:
-    """Workers: ship the accuracy counts since the last report, with the stats."""
-    environment = _environment_of(send_tally)
-    state = _state(environment)
-    data["mnist_tally"] = state["tally"].to_wire()
-    data["mnist_setup_errors"] = list(state["setup_errors"])
-    state["tally"].clear()
-    state["setup_errors"].clear()
-
-
-@events.worker_report.add_listener
-def receive_tally(data: dict[str, Any], **_kwargs: Any) -> None:
-    state = _state(_environment_of(receive_tally))
-    state["tally"].merge_wire(data.get("mnist_tally", {}))
-    state["setup_errors"].extend(data.get("mnist_setup_errors", []))
-
-
 @events.init.add_listener
-def remember_environment(environment: Environment, **_kwargs: Any) -> None:
-    # report_to_master and worker_report listeners are not given the environment.
-    for listener in (send_tally, receive_tally):
-        listener.environment = environment  # type: ignore[attr-defined]
+def connect_tallies(environment: Environment, **_kwargs: Any) -> None:
+    """Workers send their accuracy counts with each stats report; the master adds them up."""
+    state = _state(environment)
 
+    def send_tally(data: dict[str, Any], **_kwargs: Any) -> None:
+        data["mnist_tally"] = state["tally"].to_wire()
+        data["mnist_setup_errors"] = list(state["setup_errors"])
+        state["tally"].clear()
+        state["setup_errors"].clear()
 
-def _environment_of(listener: Any) -> Environment:
-    return listener.environment
+    def receive_tally(data: dict[str, Any], **_kwargs: Any) -> None:
+        state["tally"].merge_wire(data.get("mnist_tally", {}))
+        state["setup_errors"].extend(data.get("mnist_setup_errors", []))
+
+    # These two events do not pass the environment: the closures carry its state.
+    environment.events.report_to_master.add_listener(send_tally)
+    environment.events.worker_report.add_listener(receive_tally)
 
 
 @events.quitting.add_listener

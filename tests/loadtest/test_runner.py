@@ -32,20 +32,26 @@ def run_loadtest(*args: str, results: Path) -> tuple[int, str, dict]:
     return finished.returncode, finished.stdout + finished.stderr, summary
 
 
-def test_server_answering_label_zero_fails_the_run_on_correctness(tmp_path: Path) -> None:
+def test_server_answering_label_zero_fails_a_distributed_run_on_correctness(
+    tmp_path: Path,
+) -> None:
     repo = tmp_path / "models"
     write_tiny_model(repo, "tiny", version=1)  # the broken server claims version 1
     broken = [sys.executable, "-m", "tests.loadtest.broken_server"]
     with running_server(repo, tmp_path / "server.log", command=broken) as host:
         code, output, summary = run_loadtest(
             "--host", host, "--models-dir", str(repo), "--run-time", RUN_TIME,
-            "--users", "2", "--profile", "smoke", results=tmp_path / "results",
+            "--users", "2", "--workers", "2", "--profile", "smoke", results=tmp_path / "results",
         )  # fmt: skip
 
     assert code == 1, output
     assert "served label differs from the offline ONNX Runtime label" in output
     assert any(v.startswith("failure ratio") for v in summary["violations"]), output
     assert summary["total"]["failures"] > 0
+    # The workers' accuracy counts reached the master.
+    raw = next(row for row in summary["accuracy"] if row["path"] == "raw pixels")
+    assert raw["images"] > 0
+    assert raw["agreement"] < 100.0
 
 
 def test_smoke_run_against_the_real_server_and_models_passes(tmp_path: Path) -> None:
