@@ -123,8 +123,8 @@ _INFER = {
     "summary": "Classify images: JSON or binary tensors in, logits out",
     "description": "Input 'input': FP32/FP64/FP16 pixels in [0, 1] or UINT8 pixels 0-255, "
     "shape [N, 1, 28, 28], [N, 28, 28] or [N, 784]. Output 'logits' FP32 [N, 10]. "
-    "parameters.timeout is in microseconds, as Triton reads it. The body may be sent "
-    "with Content-Encoding gzip or deflate.",
+    "parameters.timeout (microseconds, as Triton reads it) or the X-Request-Timeout-Ms "
+    "header bounds the wait. The body may be sent with Content-Encoding gzip or deflate.",
     "openapi_extra": docs.INFER_OPENAPI,
     "responses": docs.INFER_RESPONSES,
 }
