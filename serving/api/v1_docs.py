@@ -112,7 +112,29 @@ Predictions come back in request order. Send `X-Request-Timeout-Ms` to bound the
 the `Server-Timing` response header tells where the time went.
 """
 
-PREDICT_OPENAPI: dict[str, Any] = {
+_MODEL_PARAMETER = {
+    "name": "model",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Model name, e.g. mnist_cnn",
+}
+_VERSION_PARAMETER = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Model version (an integer folder name); without it the latest answers",
+}
+
+
+def predict_openapi(*, with_version: bool = False) -> dict[str, Any]:
+    """Path parameters and request bodies of a predict route."""
+    parameters = [_MODEL_PARAMETER, _VERSION_PARAMETER] if with_version else [_MODEL_PARAMETER]
+    return {"parameters": parameters, **_PREDICT_BODY}
+
+
+_PREDICT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
