@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from pydantic_settings import CliApp, SettingsConfigDict
 
 from serving.app import create_app
-from serving.logs import configure_logging
+from serving.logs import configure_logging, logging_config
 from serving.metrics import prepare_multiprocess_dir
 from serving.settings import Settings
 
@@ -77,7 +77,8 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "port": settings.port,
         "http": "httptools",
         "loop": "uvloop",
-        "log_config": None,
+        # Worker processes set up logging only from this, so pass ours rather than None.
+        "log_config": logging_config(settings.log_level),
         "access_log": False,
         "timeout_keep_alive": KEEP_ALIVE_TIMEOUT_S,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,

@@ -82,7 +82,7 @@ class BatcherConfig:
 
 
 BatchObserver = Callable[[int, float], None]
-DepthObserver = Callable[[int], None]
+DepthObserver = Callable[[int, int], None]  # images, requests waiting
 
 
 class Batcher:
@@ -101,9 +101,10 @@ class Batcher:
         self.config = config
         self.name = name
         self._on_batch = on_batch or (lambda images, compute_s: None)
-        self._on_queue_depth = on_queue_depth or (lambda images: None)
+        self._on_queue_depth = on_queue_depth or (lambda images, requests: None)
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
+        self._queued_requests = 0
         self._wakeup = asyncio.Event()
         self._is_closing = False
         self._is_busy = False
@@ -192,7 +193,8 @@ class Batcher:
         pending = _Pending(images, future, time.perf_counter(), deadline)
         self._queue.append(pending)
         self._queued_images += len(images)
-        self._on_queue_depth(self._queued_images)
+        self._queued_requests += 1
+        self._report_depth()
         self._wakeup.set()
         return pending
 
@@ -215,7 +217,8 @@ class Batcher:
         if not pending.is_taken:
             pending.is_taken = True
             self._queued_images -= len(pending.images)
-            self._on_queue_depth(self._queued_images)
+            self._queued_requests -= 1
+            self._report_depth()
 
     async def _batching_loop(self) -> None:
         while True:
@@ -273,6 +276,7 @@ class Batcher:
             self._queue.popleft()
             pending.is_taken = True
             self._queued_images -= size
+            self._queued_requests -= 1
             if pending.deadline is not None and pending.deadline < now:
                 pending.future.set_exception(
                     DeadlineExceeded("request expired in the queue; its work was dropped unrun")
@@ -280,8 +284,11 @@ class Batcher:
                 continue
             batch.append(pending)
             images += size
-        self._on_queue_depth(self._queued_images)
+        self._report_depth()
         return batch
+
+    def _report_depth(self) -> None:
+        self._on_queue_depth(self._queued_images, self._queued_requests)
 
     async def _execute(self, batch: list[_Pending]) -> None:
         """Run one batch; on failure bisect it so only the poisoned request fails."""

@@ -237,8 +237,8 @@ class ModelRepository:
             on_batch=lambda images, compute_s: self._metrics.batch_executed(
                 model=name, version=version, images=images, compute_s=compute_s
             ),
-            on_queue_depth=lambda images: self._metrics.set_queue_depth(
-                model=name, version=version, images=images
+            on_queue_depth=lambda images, requests: self._metrics.set_queue_depth(
+                model=name, version=version, images=images, requests=requests
             ),
         )
         if settings.warmup:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,26 +128,32 @@ def running_server(
         **(env or {}),
     }
     executable = Path(sys.executable).parent / SERVE_COMMAND[0]
-    process = subprocess.Popen(
-        [str(executable), *SERVE_COMMAND[1:]],
-        env=server_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base_url, process, timeout_s)
-        yield base_url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
+    # A file, not a pipe: nobody reads a pipe while the test runs, and a full one blocks
+    # the server on its next log line.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [str(executable), *SERVE_COMMAND[1:]],
+            env=server_env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
             try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+                wait_until_ready(base_url, process, timeout_s)
+            except (RuntimeError, TimeoutError) as error:
+                log.seek(0)
+                tail = log.read()[-4000:].decode(errors="replace")
+                raise RuntimeError(f"{error}; server log ends with:\n{tail}") from error
+            yield base_url, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 # --- Reading /metrics (observability) ---------------------------------------------------

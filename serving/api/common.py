@@ -110,7 +110,7 @@ async def infer(
             server.metrics.request_rejected(
                 model=model.name, version=model.version, reason=error.reason
             )
-        _finish(request, server, model, endpoint, outcome, 0, started, None)
+        _finish(request, server, model, endpoint, outcome, 0, started)
         raise
     request.state.inference = InferenceRecord(
         model.name,
@@ -120,7 +120,7 @@ async def infer(
         result.compute_s,
         result.batch_images,
     )
-    _finish(request, server, model, endpoint, "success", len(images), started, result.queue_s)
+    _finish(request, server, model, endpoint, "success", len(images), started, result)
     return result
 
 
@@ -132,7 +132,7 @@ def _finish(
     outcome: str,
     images: int,
     started: float,
-    queue_s: float | None,
+    result: BatchResult | None = None,
 ) -> None:
     request_started = request.scope.get("state", {}).get("start_time", started)
     server.metrics.request_finished(
@@ -142,7 +142,8 @@ def _finish(
         outcome=outcome,
         images=images,
         duration_s=time.perf_counter() - request_started,
-        queue_s=queue_s,
+        queue_s=None if result is None else result.queue_s,
+        compute_s=None if result is None else result.compute_s,
     )
 
 
@@ -163,4 +164,4 @@ def count_client_error(request: Request, server: Server) -> None:
         return
     request.state.is_counted = True
     endpoint = "v1" if path.startswith("/v1/") else "v2"
-    _finish(request, server, model, endpoint, "client_error", 0, time.perf_counter(), None)
+    _finish(request, server, model, endpoint, "client_error", 0, time.perf_counter())
