@@ -24,7 +24,7 @@ from tests.deploy.compose import (
     mounts,
     published_host_ips,
 )
-from tests.deploy.dockerfile import healthcheck_command, read_stages
+from tests.deploy.dockerfile import exec_form, healthcheck_command, read_stages
 from tests.support import REPO_ROOT, SERVE_COMMAND
 
 SETTINGS_VARIABLES = {f"MNIST_SERVE_{name.upper()}" for name in Settings.model_fields}
@@ -269,3 +269,16 @@ def test_env_example_values_reach_the_services() -> None:
     grafana = example["services"]["grafana"]["environment"]
     assert stderr == ""
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "change-me"
+
+
+def test_train_service_runs_a_valid_training_command(empty_env: Path) -> None:
+    from training.__main__ import parse_args
+
+    config, _ = compose_config(COMPOSE_FILE, env_file=empty_env, profiles=("train",))
+    train = config["services"]["train"]
+    stage = read_stages(REPO_ROOT / train["build"]["dockerfile"])[-1]
+    assert exec_form(stage.last("ENTRYPOINT") or "null") == ["python", "-m", "training"]
+    args = parse_args(train["command"])
+    # relative to the image's WORKDIR, where the models mount is
+    models_dir = Path(stage.last("WORKDIR") or "/") / args.out
+    assert str(models_dir).rstrip("/") in {mount.target for mount in mounts(train)}
