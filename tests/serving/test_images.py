@@ -170,6 +170,18 @@ def test_transparent_canvas_equals_the_same_strokes_on_white() -> None:
     )
 
 
+def test_exif_orientation_is_applied() -> None:
+    upright = draw_digit(7, (120, 90), (0.3, 0.1, 0.7, 0.9))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the stored pixels must be turned 90 degrees clockwise
+    stored_sideways = upright.transpose(Image.Transpose.ROTATE_90)
+
+    np.testing.assert_array_equal(
+        decode_image(encoded(stored_sideways, exif=exif), MAX_PIXELS),
+        decode_image(encoded(upright), MAX_PIXELS),
+    )
+
+
 def test_mnist_image_itself_is_almost_unchanged() -> None:
     original = np.zeros((28, 28), dtype=np.uint8)
     original[4:24, 12:17] = 255  # a 20 px tall bar centred on (13.5, 14)
