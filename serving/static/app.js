@@ -144,7 +144,6 @@
       model.accuracy === null ? "n/a" : formatPercent(model.accuracy, 2);
     root.querySelector(".model-provider").textContent =
       model.provider.replace(/ExecutionProvider$/, "") || "n/a";
-    if (!model.isReady) root.dataset.state = "not-ready";
     const bars = root.querySelector(".bars");
     const fills = [];
     for (let digit = 0; digit < 10; digit += 1) {
@@ -196,7 +195,9 @@
     card.root.dataset.state = "done";
     card.root.dataset.label = String(prediction.label);
     card.label.textContent = String(prediction.label);
-    card.confidence.textContent = `${formatPercent(prediction.confidence)} sure`;
+    // 0.9996 would round to "100.0 %": no model is that sure.
+    const sure = prediction.confidence >= 0.9995 ? "> 99.9 %" : formatPercent(prediction.confidence);
+    card.confidence.textContent = `${sure} sure`;
     const roundTrip = document.createElement("span");
     roundTrip.className = "latency-round-trip";
     roundTrip.textContent = `${Math.round(result.roundTripMs)} ms round trip`;
@@ -234,7 +235,7 @@
     state.cards.clear();
     for (const model of state.models) {
       const card = buildCard(model);
-      resetCard(card);
+      resetCard(card, model.isReady ? "Draw to predict" : "Not ready yet");
       state.cards.set(model.name, card);
     }
     if (state.models.length === 0) setStatus("This server has no models loaded.", "error");
