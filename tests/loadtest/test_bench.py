@@ -1,0 +1,38 @@
+"""The benchmark script runs end to end and measures every configuration it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import PUBLISHED_MODELS, REPO_ROOT
+
+
+@pytest.mark.slow
+def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> None:
+    if not (PUBLISHED_MODELS / "mnist_mlp").is_dir():
+        pytest.fail(f"no published mnist_mlp under {PUBLISHED_MODELS} (make train)")
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--duration-s", "1", "--warmup-s", "0",
+         "--concurrency", "1", "4", "--results-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    results = json.loads(next(tmp_path.glob("bench-*/bench.json")).read_text())
+    measured = {(p["server"], p["body"], p["concurrency"]) for p in results["points"]}
+    assert measured == {
+        (server, body, concurrency)
+        for server in ("mnist-serve, batching on", "mnist-serve, batching off")
+        for body in ("json", "octet")
+        for concurrency in (1, 4)
+    } | {("baseline (FastAPI+pydantic)", "json", concurrency) for concurrency in (1, 4)}
+    assert all(p["errors"] == 0 and p["rps"] > 0 for p in results["points"]), results
+    assert results["big_batch"]["images_per_request"] == 256
+    assert results["raw_onnxruntime_images_per_s"] > 0
+    assert "| mnist-serve, batching on | json | 4 |" in finished.stdout
