@@ -18,6 +18,7 @@ from serving.api.common import infer, read_body, server_of
 from serving.codecs.v2 import (
     BINARY_CONTENT_TYPE,
     HEADER_LENGTH,
+    JSON_CONTENT_TYPE,
     decode_infer_request,
     decompress_body,
     encode_infer_response,
@@ -33,7 +34,7 @@ Version = Annotated[str, Path(description="Model version (an integer folder name
 
 
 def _json(document: Any) -> Response:
-    return Response(orjson.dumps(document), media_type="application/json")
+    return Response(orjson.dumps(document), media_type=JSON_CONTENT_TYPE)
 
 
 def _repository(request: Request) -> ModelRepository:
@@ -152,7 +153,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         requested=decoded.outputs,
     )
     if header_length is None:
-        return Response(content, media_type="application/json")
+        return Response(content, media_type=JSON_CONTENT_TYPE)
     return Response(
         content, media_type=BINARY_CONTENT_TYPE, headers={HEADER_LENGTH: str(header_length)}
     )

@@ -111,14 +111,17 @@ def decode_infer_request(
     view = memoryview(body)
     header = _load_json(view if json_bytes is None else view[:json_bytes])
     binary = view[len(view) if json_bytes is None else json_bytes :]
+    parameters = _parameters(header, "parameters")
+    request_id = _request_id(header.get("id"))
+    outputs = _requested_outputs(header, parameters, output_names)
+    timeout_s = _timeout_s(parameters.get("timeout"))
     tensor = _only_input(header.get("inputs"), input_name)
     images = _decode_tensor(tensor, binary, has_binary_section=json_bytes is not None)
-    parameters = _parameters(header, "parameters")
     return InferRequest(
         images=validate_images(images, max_images, field=f"input '{input_name}'"),
-        request_id=_request_id(header.get("id")),
-        outputs=_requested_outputs(header, parameters, output_names),
-        timeout_s=_timeout_s(parameters.get("timeout")),
+        request_id=request_id,
+        outputs=outputs,
+        timeout_s=timeout_s,
     )
 
 
