@@ -110,19 +110,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str]:
     """Our locustfile's own options, for the master and every worker."""
     options = [
-        "--models-dir",
-        str(args.models_dir.resolve()),
-        "--mix",
-        args.mix,
-        "--batch-max",
-        str(args.batch_max),
-        "--thresholds-profile",
-        args.profile,
-        "--thresholds",
-        str(args.thresholds.resolve()),
-        "--summary-json",
-        str(summary_path),
-    ]
+        "--models-dir", str(args.models_dir.resolve()),
+        "--mix", args.mix,
+        "--batch-max", str(args.batch_max),
+        "--thresholds-profile", args.profile,
+        "--thresholds", str(args.thresholds.resolve()),
+        "--summary-json", str(summary_path),
+    ]  # fmt: skip
     if args.models:
         options += ["--models", args.models]
     for flag in _THRESHOLD_FLAGS:
@@ -131,66 +125,56 @@ def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str
     return options
 
 
+def headless_options(args: argparse.Namespace, out_dir: Path) -> list[str]:
+    """Locust's own options for a headless run that writes its reports to ``out_dir``."""
+    return [
+        "--headless",
+        "--users", str(args.users),
+        "--spawn-rate", str(args.spawn_rate or args.users),
+        "--run-time", args.run_time,
+        "--stop-timeout", "10",
+        "--csv", str(out_dir / "locust"),
+        "--html", str(out_dir / "report.html"),
+        "--only-summary",
+    ]  # fmt: skip
+
+
 def run_locust(args: argparse.Namespace, host: str, out_dir: Path, extra: list[str]) -> int:
     """Run Locust (and its workers) to completion; return the master's exit code."""
     locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host]
-    ours = locustfile_options(args, out_dir / "summary.json")
-    headless = [
-        "--headless",
-        "--users",
-        str(args.users),
-        "--spawn-rate",
-        str(args.spawn_rate or args.users),
-        "--run-time",
-        args.run_time,
-        "--stop-timeout",
-        "10",
-        "--csv",
-        str(out_dir / "locust"),
-        "--html",
-        str(out_dir / "report.html"),
-        "--only-summary",
-    ]
+    locust += locustfile_options(args, out_dir / "summary.json")
+    role: list[str] = []
     with ExitStack() as stack:
-        role: list[str] = []
         workers: list[subprocess.Popen[bytes]] = []
         if args.workers:
-            port = free_port()
+            port = str(free_port())
             role = [
-                "--master",
-                "--expect-workers",
-                str(args.workers),
-                "--master-bind-host",
-                "127.0.0.1",
-                "--master-bind-port",
-                str(port),
-            ]
+                "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                "--expect-workers", str(args.workers), "--expect-workers-max-wait", "60",
+            ]  # fmt: skip
+            worker = [*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
             for index in range(args.workers):
                 log = stack.enter_context((out_dir / f"locust-worker-{index}.log").open("wb"))
-                worker = [
-                    *locust,
-                    *ours,
-                    "--worker",
-                    "--master-host",
-                    "127.0.0.1",
-                    "--master-port",
-                    str(port),
-                ]
                 workers.append(subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT))
         log = stack.enter_context((out_dir / "locust.log").open("wb"))
         master = subprocess.run(
-            [*locust, *ours, *headless, *role, *extra],
+            [*locust, *headless_options(args, out_dir), *role, *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
         )
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        for process in workers:
+            stop_worker(process)
     return master.returncode
+
+
+def stop_worker(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """Workers quit when the master tells them; kill one that has not after ``grace_s``."""
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
