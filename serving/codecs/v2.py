@@ -116,9 +116,12 @@ def decode_infer_request(
     outputs = _requested_outputs(header, parameters, output_names)
     timeout_s = _timeout_s(parameters.get("timeout"))
     tensor = _only_input(header.get("inputs"), input_name)
-    images = _decode_tensor(tensor, binary, has_binary_section=json_bytes is not None)
+    # A 1e300 sent as FP32 (or FP64 cast down) becomes inf, which the range check refuses.
+    with np.errstate(over="ignore"):
+        images = _decode_tensor(tensor, binary, has_binary_section=json_bytes is not None)
+        images = validate_images(images, max_images, field=f"input '{input_name}'")
     return InferRequest(
-        images=validate_images(images, max_images, field=f"input '{input_name}'"),
+        images=images,
         request_id=request_id,
         outputs=outputs,
         timeout_s=timeout_s,

@@ -293,6 +293,38 @@ def test_malformed_request_is_invalid_input(request_json: dict[str, Any], expect
         decode(orjson.dumps(request_json))
 
 
+@pytest.mark.parametrize(
+    ("datatype", "values"), [("FP32", [1e300] * 784), ("FP16", [70000.0] * 784)]
+)
+def test_json_value_overflowing_the_datatype_is_invalid_input(
+    datatype: str, values: list[float]
+) -> None:
+    with pytest.raises(InvalidInput, match="finite"):
+        decode(json_body(inputs=[an_input(datatype=datatype, data=values)]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    datatype=st.sampled_from(["FP32", "FP64", "FP16", "UINT8"]),
+    count=st.integers(1, 2),
+    data=st.data(),
+)
+def test_any_binary_pixels_give_images_or_invalid_input(
+    datatype: str, count: int, data: st.DataObject
+) -> None:
+    size = count * 784 * v2.DTYPES[datatype].itemsize
+    raw = data.draw(st.binary(min_size=size, max_size=size))
+    body, header_length = header_then(
+        {"inputs": [binary_input(size, datatype=datatype, shape=[count, 784])]}, raw
+    )
+    try:
+        decoded = decode(body, header_length)
+    except InvalidInput:
+        return
+    assert decoded.images.min() >= 0
+    assert decoded.images.max() <= 1
+
+
 @pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'"inputs"', b"\xff\xfe"])
 def test_body_that_is_not_a_json_object_is_invalid_input(body: bytes) -> None:
     with pytest.raises(InvalidInput):
@@ -322,7 +354,7 @@ tensor_fields = st.fixed_dictionaries(
         "name": st.sampled_from(["input", "x"]) | json_values,
         "shape": st.lists(st.integers(-2, 800), max_size=5) | json_values,
         "datatype": st.sampled_from(["FP32", "UINT8", "FP64", "INT8"]) | json_values,
-        "data": st.lists(st.floats(-1, 300), max_size=800) | json_values,
+        "data": st.lists(st.floats(-1, 300) | st.floats(-1e300, 1e300), max_size=800) | json_values,
         "parameters": st.fixed_dictionaries(
             {}, optional={"binary_data_size": st.integers(-8, 4000) | json_values}
         )
