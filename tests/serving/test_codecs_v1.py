@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -206,12 +206,14 @@ json_values = st.recursive(
 )
 
 
+@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
 @given(st.binary(max_size=2000))
 def test_any_bytes_decode_or_are_invalid_input(body: bytes) -> None:
     with contextlib.suppress(InvalidInput):
         decode_json_images(body, max_images=4)
 
 
+@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
 @given(st.lists(json_values, max_size=4))
 def test_any_json_images_list_decodes_or_is_invalid_input(images: list[Any]) -> None:
     try:
@@ -221,6 +223,7 @@ def test_any_json_images_list_decodes_or_is_invalid_input(images: list[Any]) -> 
     assert decoded.shape[1:] == (1, 28, 28)
 
 
+@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
 @given(st.integers(0, 27), st.integers(0, 27), json_values, st.booleans())
 def test_one_bad_pixel_anywhere_is_decoded_only_if_it_is_a_valid_number(
     row: int, column: int, value: Any, is_flat: bool
@@ -237,6 +240,7 @@ def test_one_bad_pixel_anywhere_is_decoded_only_if_it_is_a_valid_number(
             decode_json_images(body, max_images=4)
 
 
+@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
 @given(
     hnp.arrays(
         np.float32, st.tuples(st.integers(1, 4), st.just(784)), elements=st.floats(0, 1, width=32)
@@ -273,6 +277,7 @@ def test_octet_too_many_images_names_the_limit() -> None:
         decode_octet_images(b"\x00" * 784 * 3, max_images=2)
 
 
+@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
 @given(st.binary(max_size=784 * 5))
 def test_any_bytes_decode_as_octet_or_are_invalid_input(body: bytes) -> None:
     try:
@@ -282,6 +287,7 @@ def test_any_bytes_decode_as_octet_or_are_invalid_input(body: bytes) -> None:
     assert decoded.shape == (len(body) // 784, 1, 28, 28)
 
 
+@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
 @given(st.integers(1, 4).map(lambda count: 784 * count).flatmap(exact_bytes))
 def test_octet_round_trips(body: bytes) -> None:
     assert encode_octet_images(decode_octet_images(body, max_images=4)) == body
