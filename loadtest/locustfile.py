@@ -187,10 +187,10 @@ def _state(environment: Environment) -> dict[str, Any]:
 
 @events.test_start.add_listener
 def prepare(environment: Environment, **_kwargs: Any) -> None:
-    if isinstance(environment.runner, MasterRunner):
-        return
+    """Each test (the web UI may run several) counts afresh, as Locust's stats do."""
     state = _state(environment)
-    if state["workload"] is not None:
+    state["tally"].clear()
+    if isinstance(environment.runner, MasterRunner) or state["workload"] is not None:
         return
     try:
         state["workload"] = build_workload(environment)
