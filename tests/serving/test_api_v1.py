@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,14 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
-from starlette.exceptions import StarletteDeprecationWarning
 
 from serving.app import create_app
 from serving.codecs.images import decode_image
 from serving.codecs.v1 import decode_octet_images, softmax
 from serving.settings import Settings
 from tests.support import PUBLISHED_MODELS, running_server, tiny_logits
-
-with warnings.catch_warnings():
-    # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 PREDICT = "/v1/models/tiny/predict"
 JSON = {"content-type": "application/json"}
