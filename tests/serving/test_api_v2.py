@@ -419,6 +419,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
             text=True,
             timeout=300,
             check=False,
+            cwd=tmp_path,  # st leaves a .schemathesis/ folder where it runs
         )
 
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
