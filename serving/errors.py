@@ -42,6 +42,12 @@ class Unauthorized(ServingError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ServingError):
+    """The endpoint exists but this server was not configured to allow it."""
+
+    status_code = 403
+
+
 class ModelNotFound(ServingError):
     """No such model, or no such version of it, in the repository."""
 

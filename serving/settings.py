@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     )
 
     # Security.
+    model_control: bool = Field(
+        False,
+        description="Allow POST /v2/repository/models/{m}/load|unload (Triton's explicit mode)",
+    )
     api_key: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <key>'")
     api_key_protects_metrics: bool = Field(False, description="Also require the key on /metrics")
     cors_allow_origins: list[str] = Field(

@@ -23,7 +23,7 @@ from serving.codecs.v2 import (
     decompress_body,
     encode_infer_response,
 )
-from serving.errors import InvalidInput, ModelNotFound, ServingError
+from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
 from serving.repository import ModelRepository, ServedModel
 from serving.runtime import ModelLoadError
 
@@ -227,6 +227,15 @@ async def model_version_statistics(
 # --- Model repository extension -------------------------------------------------------
 
 
+def _require_model_control(request: Request) -> None:
+    """Load and unload change what every client gets: off unless the operator allows it."""
+    if not server_of(request).settings.model_control:
+        raise Forbidden(
+            "model control is disabled: start the server with --model-control "
+            "(MNIST_SERVE_MODEL_CONTROL=true) to allow load and unload"
+        )
+
+
 async def _optional_json_object(request: Request) -> dict[str, Any]:
     """An optional JSON-object body: tritonclient sends "" for index, {} for load."""
     body = await read_body(request)
@@ -261,9 +270,10 @@ async def repository_index(request: Request) -> Response:
     "/v2/repository/models/{model}/load",
     summary="Load, or reload from disk, every version of a model; old versions drain first",
     openapi_extra=docs.OPTIONAL_BODY_OPENAPI,
-    responses={200: {"model": docs.ModelMetadata}, **docs.errors(400, 404)},
+    responses={200: {"model": docs.ModelMetadata}, **docs.errors(400, 403, 404)},
 )
 async def repository_load(request: Request, model: ModelName) -> Response:
+    _require_model_control(request)
     parameters = (await _optional_json_object(request)).get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be an object")
@@ -281,9 +291,10 @@ async def repository_load(request: Request, model: ModelName) -> Response:
     "/v2/repository/models/{model}/unload",
     summary="Stop serving a model: refuse new requests, finish queued ones, free it",
     openapi_extra=docs.OPTIONAL_BODY_OPENAPI,
-    responses={200: {"model": docs.ModelState}, **docs.errors(400, 404)},
+    responses={200: {"model": docs.ModelState}, **docs.errors(400, 403, 404)},
 )
 async def repository_unload(request: Request, model: ModelName) -> Response:
+    _require_model_control(request)
     await _optional_json_object(request)  # unload_dependents: a model here has none
     repository = _repository(request)
     if model in repository.names():

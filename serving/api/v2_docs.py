@@ -108,6 +108,7 @@ def errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     meaning = {
         400: "Malformed request: the message names the field or header",
         404: "No such model or version",
+        403: "Model control is disabled (start with --model-control)",
         413: "Body over max_body_bytes (also once inflated)",
         415: "Content-Encoding other than gzip or deflate",
         429: "Overloaded (when overload_status_code is 429); see Retry-After",

@@ -27,7 +27,7 @@ with warnings.catch_warnings():
 
 @pytest.fixture(scope="module")
 def client(tiny_repo: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(models_dir=tiny_repo))) as test_client:
+    with TestClient(create_app(Settings(models_dir=tiny_repo, model_control=True))) as test_client:
         yield test_client
 
 
@@ -147,7 +147,7 @@ def test_index_lists_every_version_and_its_state(client: TestClient) -> None:
 
 
 def test_unload_then_load_a_model(own_repo: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=own_repo))) as client:
+    with TestClient(create_app(Settings(models_dir=own_repo, model_control=True))) as client:
         unloaded = post_json(client, "/v2/repository/models/tiny/unload", {"parameters": {}})
 
         assert unloaded.json() == {"name": "tiny", "state": "UNLOADED"}
@@ -165,7 +165,7 @@ def test_unload_then_load_a_model(own_repo: Path) -> None:
 
 
 def test_load_picks_up_a_new_version_from_disk(own_repo: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=own_repo))) as client:
+    with TestClient(create_app(Settings(models_dir=own_repo, model_control=True))) as client:
         write_tiny_model(own_repo, "tiny", version=2, seed=1)
 
         loaded = post_json(client, "/v2/repository/models/tiny/load")
@@ -175,7 +175,7 @@ def test_load_picks_up_a_new_version_from_disk(own_repo: Path) -> None:
 
 
 def test_unloading_an_unloaded_model_succeeds(own_repo: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=own_repo))) as client:
+    with TestClient(create_app(Settings(models_dir=own_repo, model_control=True))) as client:
         assert post_json(client, "/v2/repository/models/tiny/unload").status_code == 200
 
         again = post_json(client, "/v2/repository/models/tiny/unload")
@@ -184,7 +184,7 @@ def test_unloading_an_unloaded_model_succeeds(own_repo: Path) -> None:
 
 
 def test_failed_load_is_400_and_keeps_serving_the_old_versions(own_repo: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=own_repo))) as client:
+    with TestClient(create_app(Settings(models_dir=own_repo, model_control=True))) as client:
         broken = shutil.copytree(own_repo / "tiny" / "1", own_repo / "tiny" / "2")
         (broken / "model.onnx").write_bytes(b"truncated")
 
@@ -225,3 +225,15 @@ def test_malformed_repository_request_is_400(
 
     assert response.status_code == 400
     assert expected in response.json()["error"]
+
+
+@pytest.mark.parametrize("action", ["load", "unload"])
+def test_load_and_unload_are_refused_unless_model_control_is_on(
+    tiny_repo: Path, action: str
+) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_repo))) as client:
+        response = post_json(client, f"/v2/repository/models/tiny/{action}")
+
+        assert response.status_code == 403
+        assert "--model-control" in response.json()["error"]
+        assert client.get("/v2/models/tiny/ready").status_code == 200

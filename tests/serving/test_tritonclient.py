@@ -163,7 +163,7 @@ def test_repository_unload_and_load(tmp_path: Path) -> None:
     write_tiny_model(tmp_path, "tiny", version=1, seed=0)
     write_tiny_model(tmp_path, "other", version=1, seed=2)
     with (
-        running_server(tmp_path) as (base_url, _),
+        running_server(tmp_path, env={"MNIST_SERVE_MODEL_CONTROL": "true"}) as (base_url, _),
         httpclient.InferenceServerClient(base_url.removeprefix("http://")) as client,
     ):
         client.unload_model("tiny")
