@@ -143,25 +143,23 @@ class Batcher:
     async def submit(self, images: np.ndarray, *, deadline: float | None = None) -> BatchResult:
         """Queue ``images`` (N, ...) and wait for their outputs.
 
-        ``deadline`` is a ``time.monotonic()`` instant: a request that cannot make it is
-        refused at the door, and one that expires while queued is dropped unrun (504).
+        A request larger than ``max_batch_size`` runs alone, as one call. ``deadline`` is a
+        ``time.monotonic()`` instant: a request that cannot make it is refused at the door,
+        and one that expires while queued is dropped unrun (504).
         """
         count = len(images)
         self._admit(count, deadline)
-        chunk_size = self.config.max_batch_size
-        if count <= chunk_size:
-            return await self._wait(self._enqueue(images, deadline), deadline)
-        chunks = [
-            self._enqueue(images[start : start + chunk_size], deadline)
-            for start in range(0, count, chunk_size)
-        ]
-        results = await asyncio.gather(*(self._wait(chunk, deadline) for chunk in chunks))
-        return BatchResult(
-            outputs=np.concatenate([result.outputs for result in results]),
-            queue_s=max(result.queue_s for result in results),
-            compute_s=sum(result.compute_s for result in results),
-            batch_images=max(result.batch_images for result in results),
-        )
+        started = time.perf_counter()
+        try:
+            result = await self._wait(self._enqueue(images, deadline), deadline)
+        except (DeadlineExceeded, InferenceFailed):
+            self.stats.fail.add(time.perf_counter() - started)
+            raise
+        self.stats.success.add(time.perf_counter() - started)
+        self.stats.queue.add(result.queue_s)
+        self.stats.inference_count += count
+        self.stats.last_inference_ms = int(time.time() * 1000)
+        return result
 
     def _admit(self, count: int, deadline: float | None) -> None:
         status = self.config.overload_status_code
@@ -303,49 +301,43 @@ class Batcher:
                 self._executor, self._run, images
             )
         except Exception as error:  # the one boundary where a model error must not stop the loop
-            compute_s = time.perf_counter() - started
-            self._count_execution(len(images), compute_s)
+            self._on_batch(len(images), time.perf_counter() - started)
             if len(batch) > 1:
                 middle = len(batch) // 2
                 await self._execute(batch[:middle])
                 await self._execute(batch[middle:])
                 return
             logger.error("inference failed for model %s: %r", self.name, error)
-            self._fail(batch[0], error, started)
+            self._fail(batch[0], error)
             return
         compute_s = time.perf_counter() - started
-        self._count_execution(len(images), compute_s)
+        self._on_batch(len(images), compute_s)
+        self.stats.execution_count += 1
+        self.stats.compute_infer.add(compute_s)
+        self.stats.batch_sizes.setdefault(len(images), DurationStat()).add(compute_s)
         self.record_batch_time(compute_s)
         self._last_batch_images = len(images)
         self._deliver(batch, outputs, started, compute_s)
-
-    def _count_execution(self, images: int, compute_s: float) -> None:
-        self.stats.execution_count += 1
-        self.stats.compute_infer.add(compute_s)
-        self.stats.batch_sizes.setdefault(images, DurationStat()).add(compute_s)
-        self._on_batch(images, compute_s)
 
     def _deliver(
         self, batch: list[_Pending], outputs: np.ndarray, started: float, compute_s: float
     ) -> None:
         offset = 0
-        finished = time.perf_counter()
         batch_images = len(outputs)
         for pending in batch:
             size = len(pending.images)
-            queue_s = started - pending.enqueued_at
             if not pending.future.done():
                 pending.future.set_result(
-                    BatchResult(outputs[offset : offset + size], queue_s, compute_s, batch_images)
+                    BatchResult(
+                        outputs[offset : offset + size],
+                        started - pending.enqueued_at,
+                        compute_s,
+                        batch_images,
+                    )
                 )
             offset += size
-            self.stats.success.add(finished - pending.enqueued_at)
-            self.stats.queue.add(queue_s)
-            self.stats.inference_count += size
-        self.stats.last_inference_ms = int(time.time() * 1000)
 
-    def _fail(self, pending: _Pending, error: Exception, started: float) -> None:
-        self.stats.fail.add(time.perf_counter() - pending.enqueued_at)
+    def _fail(self, pending: _Pending, error: Exception) -> None:
         if not pending.future.done():
             pending.future.set_exception(
                 InferenceFailed(

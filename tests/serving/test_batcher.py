@@ -131,7 +131,7 @@ def test_batches_are_counted_in_images_not_requests() -> None:
     assert model.batch_sizes == [1, 6, 6]
 
 
-def test_request_larger_than_max_batch_size_is_split_and_reassembled() -> None:
+def test_request_larger_than_max_batch_size_runs_alone_in_one_call() -> None:
     model = GatedRun()
     images = np.stack([images_of(index / 100)[0] for index in range(20)])
 
@@ -142,7 +142,7 @@ def test_request_larger_than_max_batch_size_is_split_and_reassembled() -> None:
         return result.outputs
 
     outputs = run(scenario)
-    assert sorted(model.batch_sizes) == [4, 8, 8]
+    assert model.batch_sizes == [20]
     assert np.allclose(outputs[:, 0], 2 * np.arange(20) / 100)
 
 
@@ -320,4 +320,19 @@ def test_stats_count_inferences_and_executions() -> None:
     assert stats.inference_count == 5
     assert stats.execution_count == 2
     assert stats.success.count == 2
+    assert stats.queue.count == 2
     assert {size: stat.count for size, stat in stats.batch_sizes.items()} == {3: 1, 2: 1}
+
+
+def test_stats_count_a_failed_request_once_and_no_execution() -> None:
+    model = GatedRun()
+
+    async def scenario() -> Batcher:
+        batcher = make_batcher(model)
+        with pytest.raises(InferenceFailed):
+            await batcher.submit(images_of(POISON, 2))
+        await batcher.close()
+        return batcher
+
+    stats = run(scenario).stats
+    assert (stats.fail.count, stats.success.count, stats.execution_count) == (1, 0, 0)
