@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,9 +21,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from serving.api import health, v1, v2
-from serving.api.common import count_client_error
+from serving.api.common import count_client_error, error_response
 from serving.auth import ApiKeyMiddleware
 from serving.errors import ServingError
+from serving.fastpath import InferenceFastPath
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import ServingMetrics, render_metrics
 from serving.middleware import ObservabilityMiddleware
@@ -87,23 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _error_response(
-    status_code: int, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        orjson.dumps({"error": message}),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
 def _add_error_handlers(app: FastAPI, server: Server) -> None:
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, error: ServingError) -> Response:
         if 400 <= error.status_code < 500:
             count_client_error(request, server)
-        return _error_response(error.status_code, error.message, error.headers)
+        return error_response(error.status_code, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -111,19 +100,19 @@ def _add_error_handlers(app: FastAPI, server: Server) -> None:
             f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
             for problem in error.errors()
         )
-        return _error_response(400, f"invalid request: {problems}")
+        return error_response(400, f"invalid request: {problems}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         message = error.detail if isinstance(error.detail, str) else str(error.detail)
         if error.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
-        return _error_response(error.status_code, message, error.headers)
+        return error_response(error.status_code, message, error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error_response(500, "internal server error; the server log has the details")
+        return error_response(500, "internal server error; the server log has the details")
 
 
 def _add_operational_routes(app: FastAPI, server: Server) -> None:
@@ -141,6 +130,7 @@ def _add_operational_routes(app: FastAPI, server: Server) -> None:
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -> None:
     """Outermost last: observability sees every response, including 401 and 413."""
+    app.add_middleware(InferenceFastPath)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_allow_origins:
         app.add_middleware(

@@ -79,6 +79,8 @@ class BatcherConfig:
     max_queue_size: int = 2048
     batching: bool = True
     overload_status_code: int = 503
+    # Batches this small run on the event loop: quicker than a hand-off to the thread.
+    inline_max_images: int = 0
 
 
 BatchObserver = Callable[[int, float], None]
@@ -297,9 +299,12 @@ class Batcher:
             else np.concatenate([pending.images for pending in batch])
         )
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run, images
-            )
+            if len(images) <= self.config.inline_max_images:
+                outputs = self._run(images)
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run, images
+                )
         except Exception as error:  # the one boundary where a model error must not stop the loop
             self._on_batch(len(images), time.perf_counter() - started)
             if len(batch) > 1:

@@ -243,16 +243,19 @@ class ModelRepository:
         )
         if settings.warmup:
             warm_started = time.perf_counter()
-            runtime.warm_up(range(1, config.max_batch_size + 1))
-            largest_started = time.perf_counter()
-            runtime.warm_up([config.max_batch_size])
-            batcher.record_batch_time(time.perf_counter() - largest_started)
+            timings = runtime.warm_up(range(1, config.max_batch_size + 1))
+            batcher.record_batch_time(timings[config.max_batch_size])
+            inline_s = settings.inline_compute_max_ms / 1000
+            batcher.config.inline_max_images = max(
+                (size for size, seconds in timings.items() if seconds < inline_s), default=0
+            )
             logger.info(
-                "warmed %s/%s on batch sizes 1..%d in %.3f s",
+                "warmed %s/%s on batch sizes 1..%d in %.3f s; up to %d images run inline",
                 name,
                 version,
                 config.max_batch_size,
-                largest_started - warm_started,
+                time.perf_counter() - warm_started,
+                batcher.config.inline_max_images,
             )
         logger.info(
             "loaded %s/%s on %s in %.3f s",

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
 from serving.batcher import BatchResult
 from serving.errors import (
@@ -47,6 +49,18 @@ class InferenceRecord:
     queue_s: float
     compute_s: float
     batch_images: int
+
+
+def error_response(
+    status_code: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The one error body every endpoint answers with: ``{"error": "..."}``."""
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def server_of(request: Request) -> Server:
