@@ -1,19 +1,59 @@
-"""Request-body limit enforced on the wire, before any router reads or parses a body."""
+"""Limits on the wire, enforced before any router reads or parses a body.
+
+- Size: a body over ``max_body_bytes`` is refused with 413, by Content-Length at once,
+  else as soon as the streamed bytes pass the limit.
+- Time: the whole body must arrive within ``body_timeout_s`` of the request's headers,
+  else 408, so a client that dribbles its body cannot hold a request (and the memory
+  of its half-read body) for ever.
+- Connections: :class:`HeadDeadlineProtocol` closes a connection that sends no request,
+  or dribbles a request's line and headers, for longer than uvicorn's keep-alive timeout
+  (uvicorn itself times out only idle connections that have served a request).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
-from serving.errors import PayloadTooLarge
+from serving.errors import PayloadTooLarge, ServingError
+
+
+class RequestTimeout(ServingError):
+    """The client did not send its whole body in time; the connection is closed."""
+
+    status_code = 408
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {timeout_s:g} s (request_timeout_s)",
+            headers={"Connection": "close"},
+        )
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_body_bytes``: by Content-Length at once, else while streaming."""
+    """Refuse bodies over ``max_body_bytes`` (413) or slower than ``body_timeout_s`` (408).
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    Without ``body_timeout_s`` the app's ``request_timeout_s`` setting is the deadline.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+
+    def _timeout_s(self, scope: Scope) -> float:
+        if self.body_timeout_s is not None:
+            return self.body_timeout_s
+        return float(scope["app"].state.server.settings.request_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,15 +66,24 @@ class BodyLimitMiddleware:
                     await _refuse(send, limit)
                     return
                 break
+        timeout_s = self._timeout_s(scope)
+        deadline = time.monotonic() + timeout_s
         received = 0
+        is_complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, is_complete
+            if is_complete:  # later calls wait for a disconnect: no deadline on those
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except TimeoutError:
+                raise RequestTimeout(timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise PayloadTooLarge(_message(limit))
+                is_complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)
@@ -58,3 +107,64 @@ async def _refuse(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class HeadDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on each request's line and headers.
+
+    The clock starts when the connection opens and again at a request's first byte; the
+    head must be complete within ``timeout_keep_alive`` seconds, else the connection is
+    closed (with a 408 if a head had begun). Use it as ``uvicorn.Config(http=...)``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._is_head_begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._is_head_begun = True
+        self._arm_head_deadline()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head_deadline()
+        self._is_head_begun = False
+        super().on_headers_complete()
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        self._head_deadline = self.loop.call_later(self.timeout_keep_alive, self._head_timed_out)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if self.transport.is_closing():
+            return
+        if self._is_head_begun:
+            body = orjson.dumps(
+                {"error": f"request headers did not arrive within {self.timeout_keep_alive} s"}
+            )
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            )
+        self.transport.close()
