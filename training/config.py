@@ -50,11 +50,11 @@ DEFAULTS: dict[str, TrainConfig] = {
     ),
     "mnist_cnn": TrainConfig(
         "mnist_cnn",
-        epochs=15,
+        epochs=20,  # 15 epochs without dropout reached 99.17 %, short of the 99.2 % target
         batch_size=64,
         max_lr=3e-3,
         hidden=(128,),
-        dropout=0.0,
+        dropout=0.25,
         weight_decay=1e-4,
         shift_px=2,
     ),

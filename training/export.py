@@ -14,6 +14,8 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -77,18 +79,16 @@ def export_onnx(model: nn.Module, path: Path, opset: int = OPSET) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-class quiet_logger:  # noqa: N801 - used like contextlib's lower-case context managers
+@contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
     """Raise one logger's level for a block (the exporter warns about absent torchvision)."""
-
-    def __init__(self, name: str, level: int = logging.ERROR) -> None:
-        self.logger, self.level, self.saved = logging.getLogger(name), level, logging.NOTSET
-
-    def __enter__(self) -> None:
-        self.saved = self.logger.level
-        self.logger.setLevel(self.level)
-
-    def __exit__(self, *_: object) -> None:
-        self.logger.setLevel(self.saved)
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 def onnx_logits(path: Path, images: np.ndarray) -> np.ndarray:
