@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.config import DEFAULTS, config_for
-from training.data import default_cache_dir, load_mnist
+from training.data import CACHE_FILE, default_cache_dir, load_mnist
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -22,7 +22,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train = commands.add_parser(
         "train",
         help="train a model, export it to ONNX and publish it as a new version",
-        description="Options left out take the model's published defaults "
+        description="Options left out take the model's published defaults: "
         + "; ".join(
             f"{name}: {c.epochs} epochs, batch {c.batch_size}, max_lr {c.max_lr}"
             for name, c in DEFAULTS.items()
@@ -86,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("training").setLevel(logging.INFO)  # ours only: the exporter is chatty
     if args.command == "data":
         mnist = load_mnist(args.cache_dir)
+        cache_dir = args.cache_dir or default_cache_dir()
         print(f"MNIST verified: {len(mnist.train_images)} train, {len(mnist.test_images)} test")
+        print(f"cached in {cache_dir / CACHE_FILE}")
         print(f"SHA-256 {mnist.sha256()}")
     else:
         run_train(args)
