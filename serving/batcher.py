@@ -25,6 +25,8 @@ from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
 logger = logging.getLogger("mnist_serve.batcher")
 
 RunFunction = Callable[[np.ndarray], np.ndarray]
+# An inline batch this many times slower than warm-up promised stalls the event loop.
+INLINE_STALL_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class BatcherConfig:
     overload_status_code: int = 503
     # Batches this small run on the event loop: quicker than a hand-off to the thread.
     inline_max_images: int = 0
+    # What such a batch took at warm-up, at most; one far slower turns the inline path off.
+    inline_max_s: float = 0.0
 
 
 BatchObserver = Callable[[int, float], None]
@@ -298,9 +302,10 @@ class Batcher:
             if len(batch) == 1
             else np.concatenate([pending.images for pending in batch])
         )
+        is_inline = len(images) <= self.config.inline_max_images
         try:
-            if len(images) <= self.config.inline_max_images:
-                outputs = self._run(images)
+            if is_inline:
+                outputs = self._run_inline(images)
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._run, images
@@ -323,6 +328,27 @@ class Batcher:
         self.record_batch_time(compute_s)
         self._last_batch_images = len(images)
         self._deliver(batch, outputs, started, compute_s)
+
+    def _run_inline(self, images: np.ndarray) -> np.ndarray:
+        """Run on the event loop; a batch far slower than warm-up promised ends inlining.
+
+        A model's cost can depend on its input (loops, early exits), which warm-up on
+        blank images does not see, and nothing else is served while an inline batch runs.
+        CPU time, not wall time, so a busy machine preempting the loop does not count.
+        """
+        cpu_started = time.thread_time()
+        outputs = self._run(images)
+        cpu_s = time.thread_time() - cpu_started
+        if cpu_s > INLINE_STALL_FACTOR * self.config.inline_max_s:
+            logger.warning(
+                "model %s: an inline batch took %.1f ms of CPU (warm-up promised under %.1f ms);"
+                " batches run on the ONNX Runtime thread from now on",
+                self.name,
+                cpu_s * 1e3,
+                self.config.inline_max_s * 1e3,
+            )
+            self.config.inline_max_images = 0
+        return outputs
 
     def _deliver(
         self, batch: list[_Pending], outputs: np.ndarray, started: float, compute_s: float

@@ -246,6 +246,7 @@ class ModelRepository:
             timings = runtime.warm_up(range(1, config.max_batch_size + 1))
             batcher.record_batch_time(timings[config.max_batch_size])
             inline_s = settings.inline_compute_max_ms / 1000
+            batcher.config.inline_max_s = inline_s
             batcher.config.inline_max_images = max(
                 (size for size, seconds in timings.items() if seconds < inline_s), default=0
             )

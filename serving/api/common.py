@@ -118,6 +118,7 @@ async def infer(
     request.state.is_counted = True
     try:
         result = await model.batcher.submit(images, deadline=deadline)
+        check_outputs(model, result.outputs, len(images))
     except ServingError as error:
         outcome = _OUTCOMES.get(type(error), "server_error")
         if isinstance(error, Overloaded):
@@ -136,6 +137,17 @@ async def infer(
     )
     _finish(request, server, model, endpoint, "success", len(images), started, result)
     return result
+
+
+def check_outputs(model: ServedModel, outputs: np.ndarray, images: int) -> None:
+    """A model whose output breaks its card must fail the request, not answer it wrongly."""
+    spec = model.card.outputs[0]
+    expected = (images, *spec.shape[1:])
+    if outputs.shape != expected:
+        raise InferenceFailed(
+            f"model {model.name!r} version {model.version} returned {spec.name!r} of shape "
+            f"{list(outputs.shape)} for {images} image(s); its card says {list(expected)}"
+        )
 
 
 def _finish(
