@@ -10,16 +10,11 @@ import pytest
 
 from serving.card import MODEL_FILE, ModelCard, file_sha256
 from tests.support import PUBLISHED_MODELS
-from training.data import OFFICIAL, Mnist, load_mnist
+from training.data import OFFICIAL, Mnist
 
 # Official-test-set accuracy each published model family must reach.
 TARGET_ACCURACY = {"mnist_mlp": 0.985, "mnist_cnn": 0.992}
 PUBLISHED = sorted(path.parent for path in PUBLISHED_MODELS.glob(f"*/*/{MODEL_FILE}"))
-
-
-@pytest.fixture(scope="module")
-def mnist() -> Mnist:
-    return load_mnist()
 
 
 @pytest.fixture(scope="module")

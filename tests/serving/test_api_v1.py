@@ -20,6 +20,7 @@ from serving.codecs.images import decode_image
 from serving.codecs.v1 import decode_octet_images, softmax
 from serving.settings import Settings
 from tests.support import PUBLISHED_MODELS, running_server, tiny_logits
+from training.data import Mnist
 
 PREDICT = "/v1/models/tiny/predict"
 JSON = {"content-type": "application/json"}
@@ -352,15 +353,9 @@ def test_openapi_documents_every_body_type_and_error(client: TestClient) -> None
 
 
 @pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp"])
-def test_served_accuracy_equals_offline_accuracy(name: str) -> None:
+def test_served_accuracy_equals_offline_accuracy(name: str, mnist: Mnist) -> None:
     import onnxruntime
 
-    from training.data import load_mnist
-
-    model_path = PUBLISHED_MODELS / name
-    if not any(model_path.glob("*/model.onnx")):
-        pytest.skip(f"no published {name} model in {PUBLISHED_MODELS} (run `make train`)")
-    mnist = load_mnist()
     pixels, labels = mnist.test_images[:1000], mnist.test_labels[:1000]
     with TestClient(create_app(Settings(models_dir=PUBLISHED_MODELS))) as published:
         version = published.get(f"/v1/models/{name}").json()["latest"]
@@ -372,7 +367,7 @@ def test_served_accuracy_equals_offline_accuracy(name: str) -> None:
         ]
     served_labels = np.array([p["label"] for chunk in served for p in chunk])
     session = onnxruntime.InferenceSession(
-        model_path / version / "model.onnx", providers=["CPUExecutionProvider"]
+        PUBLISHED_MODELS / name / version / "model.onnx", providers=["CPUExecutionProvider"]
     )
     images = decode_octet_images(pixels.tobytes(), max_images=1000)
     offline_labels = session.run(["logits"], {"input": images})[0].argmax(axis=1)

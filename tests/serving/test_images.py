@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from serving.codecs.images import decode_image
 from serving.errors import InvalidInput
 from tests.support import PUBLISHED_MODELS
+from training.data import Mnist
 
 MAX_PIXELS = 4_000_000
 Point = tuple[float, float]
@@ -324,11 +325,8 @@ def test_drawn_digits_are_recognised_by_the_published_model(
 
 
 def test_official_test_images_as_pngs_are_still_recognised(
-    classify: Callable[[np.ndarray], np.ndarray],
+    classify: Callable[[np.ndarray], np.ndarray], mnist: Mnist
 ) -> None:
-    from training.data import load_mnist
-
-    mnist = load_mnist()
     originals, labels = mnist.test_images[:300], mnist.test_labels[:300]
     decoded = np.stack(
         [decode_image(encoded(Image.fromarray(image)), MAX_PIXELS) for image in originals]
