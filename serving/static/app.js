@@ -7,7 +7,7 @@
   const KEY_STORAGE = "mnist-serve.api-key";
   // Formats the server decodes (serving/codecs/images.py); others the browser reads go as PNG.
   const SENDABLE_TYPES = new Set(["image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp"]);
-  const BLANK_IMAGE = /no ink|blank|empty image/i;
+  const BLANK_IMAGE = /has no ink/i; // serving/codecs/images.py: "image has no ink: ..."
 
   const canvas = document.getElementById("canvas");
   const context = canvas.getContext("2d", { willReadFrequently: true });
@@ -30,6 +30,7 @@
     isDrawing: false,
     lastPoint: null,
     timer: null,
+    isReadingFile: false,
     inFlight: false,
     isPending: false,
     generation: 0, // bumped by Clear so late answers for an old drawing are dropped
@@ -105,7 +106,7 @@
   }
 
   function setBusy() {
-    const isBusy = state.timer !== null || state.inFlight || state.isPending;
+    const isBusy = state.isReadingFile || state.timer !== null || state.inFlight || state.isPending;
     resultsBox.setAttribute("aria-busy", String(isBusy));
   }
 
@@ -292,7 +293,7 @@
   }
 
   function showOutcomes(outcomes) {
-    let blankMessage = null;
+    let isBlank = false;
     let needsKey = false;
     const failures = [];
     const spoken = [];
@@ -312,7 +313,7 @@
         needsKey = true;
         resetCard(card, "API key needed");
       } else if (error instanceof ApiError && error.status === 400 && BLANK_IMAGE.test(error.message)) {
-        blankMessage = error.message;
+        isBlank = true;
         resetCard(card);
       } else {
         const message = error instanceof ApiError ? error.message : `Cannot reach the server (${error.message})`;
@@ -322,7 +323,7 @@
     });
     if (needsKey) askForKey();
     else if (failures.length > 0) setStatus(failures.join(" · "), "error");
-    else if (blankMessage !== null) setStatus("The image looks blank: draw a digit (the server says: " + blankMessage + ").", "hint");
+    else if (isBlank) setStatus("No ink found yet: draw a digit, or use a picture with more contrast.", "hint");
     else setStatus("Live: predictions update as you draw.");
     quickResults.textContent = quick.join(" · ");
     if (spoken.length > 0 && !state.isDrawing) announcer.textContent = spoken.join(". ") + ".";
@@ -473,12 +474,18 @@
       return;
     }
     state.generation += 1;
+    const generation = state.generation;
+    state.isReadingFile = true; // busy from the moment the file arrives, not once it is drawn
+    setBusy();
     let isShown = true;
     try {
       await showImage(file);
     } catch {
       isShown = false; // the browser cannot draw it; the server may still decode it
+    } finally {
+      state.isReadingFile = false;
     }
+    if (generation !== state.generation) return setBusy(); // cleared while it was read
     state.hasInk = true;
     state.upload = SENDABLE_TYPES.has(file.type) || !isShown ? file : null;
     if (!isShown) setStatus(`Sending ${file.name} as is (this browser cannot preview it).`);

@@ -66,7 +66,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def published_url() -> Iterator[str]:
     """A server on the real published models (what the README's screenshot shows)."""
-    published = {path.parent.name for path in PUBLISHED_MODELS.glob(f"*/*/{CARD_FILE}")}
+    published = {path.parent.parent.name for path in PUBLISHED_MODELS.glob(f"*/*/{CARD_FILE}")}
     missing = set(PUBLISHED) - published
     assert not missing, f"models/ lacks {sorted(missing)}: run the training (see README)"
     with running_server(PUBLISHED_MODELS) as (url, _process):
