@@ -117,7 +117,7 @@ async def infer(
     deadline = request_deadline(request, timeout_s)
     request.state.is_counted = True
     try:
-        result = await model.batcher.submit(images, deadline=deadline)
+        result = await _submit(server, model, images, deadline)
         check_outputs(model, result.outputs, len(images))
     except ServingError as error:
         outcome = _OUTCOMES.get(type(error), "server_error")
@@ -137,6 +137,22 @@ async def infer(
     )
     _finish(request, server, model, endpoint, "success", len(images), started, result)
     return result
+
+
+async def _submit(
+    server: Server, model: ServedModel, images: np.ndarray, deadline: float
+) -> BatchResult:
+    """Submit to the model's batcher; if a reload retired it while this request was read,
+    its replacement (same name and version) answers instead of a refusal."""
+    try:
+        return await model.batcher.submit(images, deadline=deadline)
+    except Overloaded as error:
+        if error.reason != "shutting_down" or server.is_draining:
+            raise
+        replacement = server.repository.get(model.name, model.version)  # 404 once unloaded
+        if replacement is model:
+            raise
+        return await replacement.batcher.submit(images, deadline=deadline)
 
 
 def check_outputs(model: ServedModel, outputs: np.ndarray, images: int) -> None:
