@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from serving.api import health, v1, v2
@@ -34,6 +35,7 @@ from serving.settings import Settings
 logger = logging.getLogger("mnist_serve.app")
 
 STATIC_DIR = Path(__file__).parent / "static"
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 def package_version() -> str:
@@ -71,7 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         server.is_draining = True
         await server.repository.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
         title="mnist-serve",
         version=package_version(),
         summary="Dynamically batched MNIST inference on ONNX Runtime: v1 API and KServe V2.",

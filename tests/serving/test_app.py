@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +125,13 @@ def test_static_page_is_served_at_the_root(client: TestClient) -> None:
     response = client.get("/")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+def test_api_docs_work_offline_from_assets_the_app_serves(client: TestClient) -> None:
+    for page in ["/docs", "/redoc"]:
+        html = client.get(page).text
+        assert "cdn." not in html
+        assets = re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', html)
+        assert assets
+        for asset in assets:
+            assert client.get(asset).status_code == 200
