@@ -207,20 +207,24 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     }
 
 
+def single_process_server(settings: Settings) -> DrainingServer:
+    """The app under a server whose readiness turns false on SIGTERM or SIGINT."""
+    app = create_app(settings)
+    server = app.state.server
+
+    def start_draining() -> None:
+        if not server.is_draining:
+            logger.info("draining: readiness is now false; finishing accepted requests")
+        server.is_draining = True
+
+    return DrainingServer(uvicorn.Config(app, **uvicorn_options(settings)), on_exit=start_draining)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
     if settings.workers == 1:
-        app = create_app(settings)
-        server = app.state.server
-
-        def start_draining() -> None:
-            if not server.is_draining:
-                logger.info("draining: readiness is now false; finishing accepted requests")
-            server.is_draining = True
-
-        config = uvicorn.Config(app, **uvicorn_options(settings))
-        DrainingServer(config, on_exit=start_draining).run()
+        single_process_server(settings).run()
         return
     # Several processes: each worker rebuilds the settings from the environment, and
     # metrics are aggregated across them through prometheus-client's multiprocess files.

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from fastapi.testclient import TestClient
 
+from serving.__main__ import single_process_server
+from serving.settings import Settings
 from tests.reliability.helpers import QUIET_ENV, is_correct, v2_body
 from tests.reliability.models import SLOW_PIXEL, clean_images, marked
 from tests.support import running_server
@@ -100,3 +103,15 @@ def test_sigterm_mid_burst_finishes_every_accepted_request_then_exits_0(
     assert tally.completed >= busy_at_sigterm
     assert tally.refused > 0
     assert exit_code == 0
+
+
+def test_signal_turns_readiness_off_while_the_server_stays_live(tiny_repo: Path) -> None:
+    server = single_process_server(Settings(models_dir=tiny_repo))
+    with TestClient(server.config.app) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+
+        server.handle_exit(signal.SIGTERM, None)
+
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/v2/health/live").status_code == 200
+        assert server.should_exit
