@@ -112,9 +112,11 @@ async def _refuse(send: Send, limit: int) -> None:
 class HeadDeadlineProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on each request's line and headers.
 
-    The clock starts when the connection opens and again at a request's first byte; the
-    head must be complete within ``timeout_keep_alive`` seconds, else the connection is
-    closed (with a 408 if a head had begun). Use it as ``uvicorn.Config(http=...)``.
+    The clock starts when the connection opens, and for later requests at the end of
+    the packet that began their head; the head must be complete within
+    ``timeout_keep_alive`` seconds, else the connection is closed (with a 408 if a head
+    had begun). A head that arrives in one packet, the usual case, sets no timer.
+    Use it as ``uvicorn.Config(http=...)``.
     """
 
     def __init__(
@@ -136,14 +138,18 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._disarm_head_deadline()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._is_head_begun and self._head_deadline is None:
+            self._arm_head_deadline()  # this packet left a head unfinished
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._is_head_begun = True
-        self._arm_head_deadline()
 
     def on_headers_complete(self) -> None:
-        self._disarm_head_deadline()
         self._is_head_begun = False
+        self._disarm_head_deadline()
         super().on_headers_complete()
 
     def _arm_head_deadline(self) -> None:
