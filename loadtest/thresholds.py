@@ -6,15 +6,10 @@ A limit left unset (None) is not checked.
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10: tomli is a dependency of locust there
-    import tomli as tomllib
 
 from loadtest.tally import PNG, RAW
 

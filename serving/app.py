@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
@@ -30,6 +30,7 @@ from serving.limits import BodyLimitMiddleware
 from serving.metrics import ServingMetrics, render_metrics
 from serving.middleware import ObservabilityMiddleware
 from serving.repository import ModelRepository
+from serving.runtime import ModelLoadError
 from serving.settings import Settings
 
 logger = logging.getLogger("mnist_serve.app")
@@ -67,7 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await server.repository.load_all()
+        try:
+            await server.repository.load_all()
+        except ModelLoadError as error:
+            logger.error("cannot start: %s", error)  # one clear line above the traceback
+            raise
         logger.info("ready: serving %s", ", ".join(server.repository.names()))
         yield
         server.is_draining = True
@@ -119,7 +124,12 @@ def _add_error_handlers(app: FastAPI, server: Server) -> None:
 
 
 def _add_operational_routes(app: FastAPI, server: Server) -> None:
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (text format)")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text format)",
+        response_class=PlainTextResponse,
+    )
     async def metrics() -> Response:
         body, content_type = render_metrics(server.metrics)
         return Response(body, media_type=content_type)
@@ -134,7 +144,11 @@ def _add_operational_routes(app: FastAPI, server: Server) -> None:
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -> None:
     """Outermost last: observability sees every response, including 401 and 413."""
     app.add_middleware(InferenceFastPath)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.request_timeout_s,
+    )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

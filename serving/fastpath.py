@@ -39,9 +39,7 @@ ROUTES: list[tuple[re.Pattern[str], Handler]] = [
     ),
     (
         re.compile(rf"/v2/models/(?P<model>{_SEGMENT})/versions/(?P<version>{_SEGMENT})/infer"),
-        lambda request, params: v2.model_version_infer(
-            request, params["model"], params["version"]
-        ),
+        lambda request, params: v2.model_version_infer(request, params["model"], params["version"]),
     ),
 ]
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import orjson
@@ -67,7 +66,7 @@ class BodyLimitMiddleware:
                     return
                 break
         timeout_s = self._timeout_s(scope)
-        deadline = time.monotonic() + timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         received = 0
         is_complete = False
 
@@ -76,7 +75,9 @@ class BodyLimitMiddleware:
             if is_complete:  # later calls wait for a disconnect: no deadline on those
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+                # asyncio.timeout arms one timer on this task; wait_for would add a task.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 raise RequestTimeout(timeout_s) from None
             if message["type"] == "http.request":

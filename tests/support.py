@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -86,7 +86,7 @@ def write_tiny_model(repo: Path, name: str = "tiny", version: int = 1, seed: int
         outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 10])],
         model_sha256=file_sha256(version_dir / MODEL_FILE),
         opset=17,
-        created=datetime.now(timezone.utc).isoformat(),
+        created=datetime.now(UTC).isoformat(),
     ).write(version_dir)
     return version_dir
 

@@ -13,7 +13,7 @@ the maximum over the whole batch, as a batch-level bug in a real model would be:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +176,6 @@ def _publish(repo: Path, name: str, version: int, seed: int, model: object) -> P
         outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 10])],
         model_sha256=file_sha256(version_dir / MODEL_FILE),
         opset=17,
-        created=datetime.now(timezone.utc).isoformat(),
+        created=datetime.now(UTC).isoformat(),
     ).write(version_dir)
     return version_dir

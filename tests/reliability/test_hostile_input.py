@@ -34,10 +34,6 @@ positive_data_acceptance.enabled = false
 [[operations]]
 include-path = "/v2/health/ready"
 checks.not_a_server_error.enabled = false
-
-[[operations]]
-include-path = "/metrics"
-checks.content_type_conformance.enabled = false
 """
 FUZZ_EXAMPLES = 60
 
