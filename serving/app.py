@@ -6,6 +6,7 @@ environment read until ``create_app`` is called.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,6 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ModelLoadError as error:
             logger.error("cannot start: %s", error)  # one clear line above the traceback
             raise
+        # Objects alive now (models, sessions, app) live for the whole run: keep them out
+        # of the collector's scans, which otherwise add milliseconds to tail latency.
+        gc.collect()
+        gc.freeze()
         logger.info("ready: serving %s", ", ".join(server.repository.names()))
         yield
         server.is_draining = True

@@ -248,12 +248,14 @@ class Batcher:
             self.config.batching
             and self.config.max_queue_delay_s > 0
             and self._last_batch_images > 1
-            and self._queued_images < self.config.max_batch_size
+            and self._queued_images < min(self.config.max_batch_size, self._last_batch_images)
         )
 
     async def _gather_more(self) -> None:
+        """Wait up to the delay for as many images as the last batch had (what load brings)."""
+        target = min(self.config.max_batch_size, self._last_batch_images)
         deadline = time.perf_counter() + self.config.max_queue_delay_s
-        while self._queued_images < self.config.max_batch_size and not self._is_closing:
+        while self._queued_images < target and not self._is_closing:
             remaining_s = deadline - time.perf_counter()
             if remaining_s <= 0:
                 return
