@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.api.common import error_response
 
 # Left open so probes and the page's static files work without a key.
 _OPEN_PREFIXES = ("/v2/health/", "/static/", "/docs", "/redoc", "/openapi.json")
@@ -41,16 +42,7 @@ class ApiKeyMiddleware:
         if presented is not None and hmac.compare_digest(presented, self._key):
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps({"error": "missing or invalid API key"})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
+        refusal = error_response(
+            401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
         )
-        await send({"type": "http.response.body", "body": body})
+        await refusal(scope, receive, send)

@@ -21,6 +21,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from serving.api.common import error_response
 from serving.errors import PayloadTooLarge, ServingError
 
 
@@ -62,7 +63,7 @@ class BodyLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
-                    await _refuse(send, limit)
+                    await _refuse(scope, receive, send, limit)
                     return
                 break
         timeout_s = self._timeout_s(scope)
@@ -94,20 +95,9 @@ def _message(limit: int) -> str:
     return f"request body over the {limit}-byte limit (max_body_bytes)"
 
 
-async def _refuse(send: Send, limit: int) -> None:
-    body = orjson.dumps({"error": _message(limit)})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    refusal = error_response(413, _message(limit), headers={"Connection": "close"})
+    await refusal(scope, receive, send)
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):

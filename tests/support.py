@@ -75,13 +75,22 @@ def write_tiny_model(repo: Path, name: str = "tiny", version: int = 1, seed: int
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
+    return publish_model(repo, name, version, model, {"name": "linear", "seed": seed})
+
+
+def publish_model(
+    repo: Path, name: str, version: int, model: object, architecture: dict[str, object]
+) -> Path:
+    """Save an ONNX model with the production contract and its card, as training does."""
+    import onnx
+
     version_dir = repo / name / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, version_dir / MODEL_FILE)
     ModelCard(
         name=name,
         version=version,
-        architecture={"name": "linear", "seed": seed},
+        architecture=architecture,
         inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 1, 28, 28])],
         outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 10])],
         model_sha256=file_sha256(version_dir / MODEL_FILE),

@@ -13,12 +13,11 @@ the maximum over the whole batch, as a batch-level bug in a real model would be:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from serving.card import MODEL_FILE, ModelCard, TensorSpec, file_sha256
+from tests.support import publish_model
 
 POISON_PIXEL = (0, 0)
 SLOW_PIXEL = (0, 1)
@@ -163,19 +162,4 @@ def write_marker_model(
 
 
 def _publish(repo: Path, name: str, version: int, seed: int, model: object) -> Path:
-    import onnx
-
-    version_dir = repo / name / str(version)
-    version_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, version_dir / MODEL_FILE)
-    ModelCard(
-        name=name,
-        version=version,
-        architecture={"name": "marker", "seed": seed},
-        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 1, 28, 28])],
-        outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, 10])],
-        model_sha256=file_sha256(version_dir / MODEL_FILE),
-        opset=17,
-        created=datetime.now(UTC).isoformat(),
-    ).write(version_dir)
-    return version_dir
+    return publish_model(repo, name, version, model, {"name": "marker", "seed": seed})
