@@ -115,7 +115,7 @@ def test_any_numeric_array_gives_valid_images_or_invalid_input(array: np.ndarray
     except InvalidInput:
         return
     assert images.shape[1:] == (1, 28, 28)
-    assert 1 <= len(images) <= 4
+    assert len(images) in range(1, 5)
     assert np.isfinite(images).all()
     assert images.min() >= 0.0
     assert images.max() <= 1.0
