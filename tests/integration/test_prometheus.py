@@ -282,6 +282,10 @@ def test_prometheus_computes_rates_and_quantiles_from_a_real_scrape(
             what="the p99 recording rule",
         )
 
+    print(
+        f"\nPrometheus: {rate} = {requests_per_s:.2f}; p99 = {p99_s * 1000:.2f} ms; "
+        f"nv_inference_request_success = {sum(triton):.0f}; p99 rule = {recorded[0] * 1000:.2f} ms"
+    )
     assert requests_per_s > 0
     assert 0 < p99_s <= 10
     assert sum(triton) >= 10
