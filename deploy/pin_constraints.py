@@ -1,7 +1,9 @@
 """Write deploy/constraints*.txt: the images' dependencies at the versions the tests ran with.
 
-The Dockerfiles install with ``--constraint``, so an image gets the exact versions of
-this venv instead of whatever PyPI holds on the day of the build:
+The Makefile's venvs and the Dockerfiles install with ``--constraint``, so a fresh
+clone, a test run and an image all get the versions the tests ran with instead of
+whatever PyPI holds on the day (a new release of a dependency changes nothing until
+``make upgrade`` re-pins):
 ``constraints.txt`` is the closure of ``mnist-serve[loadtest]`` (serving plus Locust, no
 torch) and ``constraints-train.txt`` that of ``mnist-serve[train]`` (torch as installed
 here, e.g. ``2.13.0+cpu`` from the PyTorch CPU index).
