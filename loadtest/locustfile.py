@@ -217,7 +217,7 @@ class MnistTrafficUser(FastHttpUser):
         kind = self.rng.choices(workload.kinds, workload.weights)[0]
         model = self.rng.choice(workload.models)
         payload = self._payload(workload, kind, model)
-        headers = {"Content-Type": payload.content_type}
+        headers = payload.headers
         with self.client.post(
             payload.path,
             data=payload.body,

@@ -8,11 +8,13 @@ only joins pre-built pieces, which keeps the load generator's CPU for sending.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 from PIL import Image
+
+from serving.codecs.v2 import HEADER_LENGTH, encode_infer_request
 
 OCTET_TYPE = "application/octet-stream"
 PNG_TYPE = "image/png"
@@ -27,10 +29,16 @@ class Payload:
     body: bytes
     content_type: str
     indices: tuple[int, ...]
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every header the request needs: its Content-Type and any protocol header."""
+        return {"Content-Type": self.content_type, **self.extra_headers}
 
 
 class PayloadBuilder:
-    """Builds v1 JSON / octet / PNG and V2 FP32 / UINT8 bodies for any fixture indices."""
+    """Builds v1 JSON / octet / PNG and V2 FP32 / UINT8 / binary bodies for any fixture indices."""
 
     def __init__(self, images: np.ndarray) -> None:
         self.images = np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 784)
@@ -62,6 +70,18 @@ class PayloadBuilder:
         body = b'{"inputs":[' + header[:-1] + b',"datatype":"' + datatype.encode()
         body += b'","data":[' + data + b"]}]}"
         return Payload(f"/v2/models/{model}/infer", body, JSON_TYPE, indices)
+
+    def v2_binary(self, model: str, indices: tuple[int, ...]) -> Payload:
+        """The binary tensor extension both ways: UINT8 pixels in, FP32 logits out as bytes."""
+        images = self.images[list(indices)].reshape(-1, 1, 28, 28)
+        body, header_length = encode_infer_request(images, binary_output=True)
+        return Payload(
+            f"/v2/models/{model}/infer",
+            body,
+            OCTET_TYPE,
+            indices,
+            {HEADER_LENGTH: str(header_length)},
+        )
 
     def png(self, index: int) -> bytes:
         """The image as an 8-bit greyscale PNG, exactly its pixels (white digit on black)."""

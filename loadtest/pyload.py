@@ -47,11 +47,12 @@ def _content_length(head: bytes) -> int:
     raise ConnectionError("response without Content-Length")
 
 
-async def _run(url: str, body: bytes, content_type: str, connections: int, duration_s: float):
+async def _run(url: str, body: bytes, headers: dict[str, str], connections: int, duration_s: float):
     parts = urlsplit(url)
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     request = (
-        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{lines}"
+        f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies_us: list[float] = []
     started = time.perf_counter()
@@ -68,10 +69,10 @@ async def _run(url: str, body: bytes, content_type: str, connections: int, durat
 
 
 def run_python_load(
-    url: str, body: bytes, content_type: str, connections: int, duration_s: float
+    url: str, body: bytes, headers: dict[str, str], connections: int, duration_s: float
 ) -> dict[str, float]:
     latencies_us, results, elapsed_s = asyncio.run(
-        _run(url, body, content_type, connections, duration_s)
+        _run(url, body, headers, connections, duration_s)
     )
     latencies = np.asarray(latencies_us or [0.0])
     return {

@@ -13,6 +13,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+_BINARY_DTYPES = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+}
 _LABEL_DATATYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 
 
@@ -42,13 +48,19 @@ def parse_v1(body: bytes, images: int) -> Answer:
     return Answer(labels, _version(document.get("version")))
 
 
-def parse_v2(body: bytes, images: int) -> Answer:
-    """V2 ``outputs``: an integer label tensor ``[N]`` or ``[N,1]``, else argmax of ``[N,10]``."""
-    document = _object(body)
+def parse_v2(body: bytes, images: int, header_length: int | None = None) -> Answer:
+    """V2 ``outputs``: an integer label tensor ``[N]`` or ``[N,1]``, else argmax of ``[N,10]``.
+
+    With ``header_length`` (the response's Inference-Header-Content-Length), the body is
+    that much JSON followed by the binary outputs, in the order the header lists them.
+    """
+    document = _object(body if header_length is None else body[:header_length])
     outputs = document.get("outputs")
     if not isinstance(outputs, list) or not outputs:
         raise BadResponse(f"no 'outputs' list in {_excerpt(body)}")
-    tensors = [_tensor(output, index) for index, output in enumerate(outputs)]
+    binary = _BinarySection(memoryview(body)[header_length or len(body) :])
+    tensors = [_tensor(output, index, binary) for index, output in enumerate(outputs)]
+    binary.check_all_read()
     for name, datatype, shape, data in tensors:
         if datatype in _LABEL_DATATYPES and shape in ([images], [images, 1]):
             labels = [int(value) for value in data.reshape(-1)]
@@ -63,7 +75,38 @@ def parse_v2(body: bytes, images: int) -> Answer:
     raise BadResponse(f"no [{images}, 10] scores or [{images}] labels among the outputs")
 
 
-def _tensor(output: Any, index: int) -> tuple[str, str, list[int], np.ndarray]:
+class _BinarySection:
+    """The bytes after a V2 JSON header, handed out to binary outputs in order."""
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+        self._offset = 0
+
+    def take(self, size: Any, datatype: str, name: str) -> np.ndarray:
+        dtype = _BINARY_DTYPES.get(datatype)
+        if dtype is None:
+            raise BadResponse(f"output {name!r}: binary datatype {datatype!r} is not readable")
+        if type(size) is not int or size < 0 or size % dtype.itemsize:
+            raise BadResponse(f"output {name!r}: bad binary_data_size {size!r}")
+        if self._offset + size > len(self._data):
+            raise BadResponse(
+                f"output {name!r}: binary_data_size {size} but only "
+                f"{len(self._data) - self._offset} bytes of binary data remain"
+            )
+        chunk = self._data[self._offset : self._offset + size]
+        self._offset += size
+        return np.frombuffer(chunk, dtype=dtype).astype(np.float64)
+
+    def check_all_read(self) -> None:
+        if self._offset != len(self._data):
+            raise BadResponse(
+                f"{len(self._data) - self._offset} bytes of binary data no output accounts for"
+            )
+
+
+def _tensor(
+    output: Any, index: int, binary: _BinarySection
+) -> tuple[str, str, list[int], np.ndarray]:
     if not isinstance(output, dict):
         raise BadResponse(f"outputs[{index}] is not an object")
     name, datatype = output.get("name"), output.get("datatype")
@@ -72,12 +115,16 @@ def _tensor(output: Any, index: int) -> tuple[str, str, list[int], np.ndarray]:
         raise BadResponse(f"outputs[{index}] lacks a name or datatype")
     if not isinstance(shape, list) or not all(isinstance(size, int) for size in shape):
         raise BadResponse(f"outputs[{index}] ({name}) has no integer shape")
-    if not isinstance(data, list):
+    parameters = output.get("parameters")
+    if isinstance(parameters, dict) and "binary_data_size" in parameters:
+        array = binary.take(parameters["binary_data_size"], datatype, name)
+    elif isinstance(data, list):
+        try:
+            array = np.asarray(data, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise BadResponse(f"outputs[{index}] ({name}) data is not flat numbers") from None
+    else:
         raise BadResponse(f"outputs[{index}] ({name}) has no data list")
-    try:
-        array = np.asarray(data, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise BadResponse(f"outputs[{index}] ({name}) data is not flat numbers") from None
     if array.size != int(np.prod(shape)) or not np.isfinite(array).all():
         raise BadResponse(f"outputs[{index}] ({name}) holds {array.size} values for shape {shape}")
     return name, datatype, shape, array

@@ -1,12 +1,16 @@
 -- wrk script for loadtest/bench.py: POST one pre-built body, print the results as JSON.
--- The body and its Content-Type come from the environment, so one script serves every case:
+-- The body and its headers come from the environment, so one script serves every case:
 --   BENCH_BODY_FILE=body.json BENCH_CONTENT_TYPE=application/json wrk -s wrk_post.lua URL
+-- BENCH_HEADERS adds more headers, one "Name: value" per line.
 
 local file = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+):%s*([^\n]*)") do
+  wrk.headers[name] = value
+end
 
 function done(summary, latency, requests)
   local errors = summary.errors

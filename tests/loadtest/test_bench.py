@@ -19,7 +19,7 @@ def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> No
 
     finished = subprocess.run(
         [sys.executable, "-m", "loadtest.bench", "--duration-s", "1", "--warmup-s", "0",
-         "--concurrency", "1", "4", "--results-dir", str(tmp_path)],
+         "--concurrency", "1", "4", "--rounds", "2", "--results-dir", str(tmp_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -33,6 +33,16 @@ def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> No
         for concurrency in (1, 4)
     } | {("baseline (FastAPI+pydantic)", "json", concurrency) for concurrency in (1, 4)}
     assert all(p["errors"] == 0 and p["rps"] > 0 for p in results["points"]), results
-    assert results["big_batch"]["images_per_request"] == 256
-    assert results["raw_onnxruntime_images_per_s"] > 0
+    big = results["big_batch"]
+    assert [(p["body"], p["images_per_request"], p["errors"]) for p in big["points"]] == [
+        ("octet", 256, 0),
+        ("v2-binary", 256, 0),
+    ]
+    assert big["raw_images_per_s"] > 0
+    assert {body: len(ratios) for body, ratios in big["round_ratios"].items()} == {
+        "octet": 2,
+        "v2-binary": 2,
+    }
     assert "| mnist-serve, batching on | json | 4 |" in finished.stdout
+    assert "| V2 binary tensors, UINT8 in, FP32 out |" in finished.stdout
+    assert "256-image binary request" in finished.stdout

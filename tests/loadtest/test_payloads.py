@@ -58,6 +58,24 @@ def test_v2_json_body_decodes_to_the_exact_float32_pixels(
     np.testing.assert_array_equal(request.images, expected_pixels)
 
 
+def test_v2_binary_body_decodes_to_the_exact_float32_pixels(builder, expected_pixels) -> None:
+    payload = builder.v2_binary("mnist_cnn", INDICES)
+
+    request = decode_infer_request(
+        payload.body,
+        payload.headers["Inference-Header-Content-Length"],
+        input_name="input",
+        output_names=["logits"],
+        max_images=64,
+    )
+
+    assert payload.path == "/v2/models/mnist_cnn/infer"
+    assert payload.headers["Content-Type"] == OCTET_TYPE
+    assert len(payload.body) > len(INDICES) * 784  # a JSON header, then one byte per pixel
+    np.testing.assert_array_equal(request.images, expected_pixels)
+    assert [(output.name, output.is_binary) for output in request.outputs] == [("logits", True)]
+
+
 def test_png_body_holds_the_image_unchanged(builder) -> None:
     payload = builder.v1_png("mnist_mlp", 7)
 

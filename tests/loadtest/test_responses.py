@@ -35,6 +35,34 @@ def test_v2_labels_are_the_argmax_of_the_servers_logits() -> None:
     assert (answer.labels, answer.version) == ([3, 1, 4], "1")
 
 
+def test_v2_binary_logits_are_read_from_the_servers_binary_section() -> None:
+    body, header_length = encode_infer_response(
+        model_name="mnist_mlp",
+        model_version="1",
+        request_id=None,
+        outputs={"logits": LOGITS},
+        requested=[RequestedOutput("logits", is_binary=True)],
+    )
+    assert header_length is not None
+
+    answer = parse_v2(body, images=3, header_length=header_length)
+
+    assert (answer.labels, answer.version) == ([3, 1, 4], "1")
+
+
+def test_v2_binary_output_shorter_than_announced_is_refused() -> None:
+    body, header_length = encode_infer_response(
+        model_name="mnist_mlp",
+        model_version="1",
+        request_id=None,
+        outputs={"logits": LOGITS},
+        requested=[RequestedOutput("logits", is_binary=True)],
+    )
+
+    with pytest.raises(BadResponse, match="binary"):
+        parse_v2(body[:-4], images=3, header_length=header_length)
+
+
 def test_v2_integer_label_output_is_used_when_present() -> None:
     output = {"name": "label", "datatype": "INT64", "shape": [2], "data": [7, 2]}
 
