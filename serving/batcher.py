@@ -5,6 +5,11 @@ The batcher knows nothing of HTTP or ONNX Runtime: it takes float arrays and a
 outputs. It runs a batch at once when the model is idle and gathers requests
 while the model is busy, so batching costs nothing at low load. When a batch
 fails it re-runs the halves, so only the request that poisons it gets the error.
+
+Batches run on one worker thread, except two kinds that run on the event loop:
+those quicker than the hand-off itself, and a lone request's batch while the
+server has nothing else in flight (nobody waits for the loop then, and the
+hand-off's two cross-CPU thread wake-ups are saved), bounded by a predicted time.
 """
 
 from __future__ import annotations
@@ -85,10 +90,16 @@ class BatcherConfig:
     inline_max_images: int = 0
     # What such a batch took at warm-up, at most; one far slower turns the inline path off.
     inline_max_s: float = 0.0
+    # A lone request's batch predicted to take at most this runs on the event loop while
+    # the server has nothing else in flight; a request arriving meanwhile waits that long.
+    idle_inline_max_s: float = 0.0
+    # Compute time per image, measured at warm-up: predicts a batch's time (0: unknown).
+    seconds_per_image: float = 0.0
 
 
 BatchObserver = Callable[[int, float], None]
 DepthObserver = Callable[[int, int], None]  # images, requests waiting
+IdleProbe = Callable[[], bool]  # True when the batch's request is all the server is handling
 
 
 class Batcher:
@@ -102,12 +113,15 @@ class Batcher:
         name: str = "model",
         on_batch: BatchObserver | None = None,
         on_queue_depth: DepthObserver | None = None,
+        is_server_idle: IdleProbe | None = None,
     ) -> None:
         self._run = run
         self.config = config
         self.name = name
         self._on_batch = on_batch or (lambda images, compute_s: None)
         self._on_queue_depth = on_queue_depth or (lambda images, requests: None)
+        # Without a probe only this batcher's own queue says whether the server is idle.
+        self._is_server_idle = is_server_idle or (lambda: True)
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
         self._queued_requests = 0
@@ -304,10 +318,10 @@ class Batcher:
             if len(batch) == 1
             else np.concatenate([pending.images for pending in batch])
         )
-        is_inline = len(images) <= self.config.inline_max_images
+        inline_promise_s = self._inline_promise_s(len(batch), len(images))
         try:
-            if is_inline:
-                outputs = self._run_inline(images)
+            if inline_promise_s is not None:
+                outputs = self._run_inline(images, inline_promise_s)
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._run, images
@@ -331,7 +345,22 @@ class Batcher:
         self._last_batch_images = len(images)
         self._deliver(batch, outputs, started, compute_s)
 
-    def _run_inline(self, images: np.ndarray) -> np.ndarray:
+    def _inline_promise_s(self, requests: int, images: int) -> float | None:
+        """The time a batch may take on the event loop, or None: it runs on the thread."""
+        config = self.config
+        if images <= config.inline_max_images:
+            return config.inline_max_s
+        predicted_s = images * config.seconds_per_image
+        if (
+            0 < predicted_s <= config.idle_inline_max_s
+            and requests == 1
+            and self._queued_requests == 0
+            and self._is_server_idle()
+        ):
+            return predicted_s
+        return None
+
+    def _run_inline(self, images: np.ndarray, promised_s: float) -> np.ndarray:
         """Run on the event loop; a batch far slower than warm-up promised ends inlining.
 
         A model's cost can depend on its input (loops, early exits), which warm-up on
@@ -341,15 +370,16 @@ class Batcher:
         cpu_started = time.thread_time()
         outputs = self._run(images)
         cpu_s = time.thread_time() - cpu_started
-        if cpu_s > INLINE_STALL_FACTOR * self.config.inline_max_s:
+        if cpu_s > INLINE_STALL_FACTOR * promised_s:
             logger.warning(
                 "model %s: an inline batch took %.1f ms of CPU (warm-up promised under %.1f ms);"
                 " batches run on the ONNX Runtime thread from now on",
                 self.name,
                 cpu_s * 1e3,
-                self.config.inline_max_s * 1e3,
+                promised_s * 1e3,
             )
             self.config.inline_max_images = 0
+            self.config.idle_inline_max_s = 0.0
         return outputs
 
     def _deliver(

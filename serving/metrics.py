@@ -106,6 +106,8 @@ class ServingMetrics:
         self._request_series: dict[tuple[str, str, str], _RequestSeries] = {}
         self._queue_depth_series: dict[tuple[str, str], tuple[Gauge, Gauge]] = {}
         self._status_series: dict[int, Counter] = {}
+        # This process's requests being handled (the gauge may sum several workers).
+        self.requests_in_flight = 0
 
     def _define_counters(self) -> None:
         model = ("model", "version")
@@ -208,6 +210,14 @@ class ServingMetrics:
             multiprocess_mode="livemin",
             registry=self.registry,
         )
+
+    def request_started(self) -> None:
+        self.in_flight.inc()
+        self.requests_in_flight += 1
+
+    def request_ended(self) -> None:
+        self.in_flight.dec()
+        self.requests_in_flight -= 1
 
     def request_finished(
         self,

@@ -99,7 +99,7 @@ class ObservabilityMiddleware:
                 }
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.request_started()
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -107,7 +107,7 @@ class ObservabilityMiddleware:
                 status = 500
             raise
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.request_ended()
             if status:
                 self.metrics.http_response(status)
             if self.access_log:

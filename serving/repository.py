@@ -240,6 +240,8 @@ class ModelRepository:
             on_queue_depth=lambda images, requests: self._metrics.set_queue_depth(
                 model=name, version=version, images=images, requests=requests
             ),
+            # The batch's own request is in flight; any other one needs the event loop.
+            is_server_idle=lambda: self._metrics.requests_in_flight <= 1,
         )
         if settings.warmup:
             warm_started = time.perf_counter()
@@ -250,13 +252,19 @@ class ModelRepository:
             batcher.config.inline_max_images = max(
                 (size for size, seconds in timings.items() if seconds < inline_s), default=0
             )
+            batcher.config.seconds_per_image = (
+                timings[config.max_batch_size] / config.max_batch_size
+            )
+            batcher.config.idle_inline_max_s = settings.idle_inline_max_ms / 1000
             logger.info(
-                "warmed %s/%s on batch sizes 1..%d in %.3f s; up to %d images run inline",
+                "warmed %s/%s on batch sizes 1..%d in %.3f s; batches of up to %d images run "
+                "inline, and a lone request of up to %d while nothing else is in flight",
                 name,
                 version,
                 config.max_batch_size,
                 time.perf_counter() - warm_started,
                 batcher.config.inline_max_images,
+                int(batcher.config.idle_inline_max_s / max(batcher.config.seconds_per_image, 1e-9)),
             )
         logger.info(
             "loaded %s/%s on %s in %.3f s",
