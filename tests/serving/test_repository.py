@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from serving.card import CARD_FILE, MODEL_FILE
 from serving.errors import ModelNotFound
 from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
-from serving.runtime import ModelLoadError
+from serving.runtime import ModelLoadError, OnnxRuntimeModel
 from serving.settings import Settings
 from tests.support import tiny_logits, write_tiny_model
 
@@ -161,3 +162,43 @@ def test_unloaded_model_is_no_longer_served(tiny_repo: Path) -> None:
         return states
 
     assert asyncio.run(scenario()) == ["UNLOADED", "UNLOADED"]
+
+
+@pytest.mark.parametrize(
+    ("others_in_flight", "idle_inline_max_ms", "expected_thread"),
+    [(0, 10.0, "event loop"), (1, 10.0, "ORT thread"), (0, 0.0, "ORT thread")],
+)
+def test_a_lone_large_request_runs_on_the_event_loop_only_while_the_server_is_idle(
+    tiny_repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    others_in_flight: int,
+    idle_inline_max_ms: float,
+    expected_thread: str,
+) -> None:
+    threads: list[str] = []
+    original_run = OnnxRuntimeModel.run
+
+    def recording_run(self: OnnxRuntimeModel, images: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return original_run(self, images)
+
+    monkeypatch.setattr(OnnxRuntimeModel, "run", recording_run)
+    metrics = ServingMetrics()
+    settings = Settings(
+        models_dir=tiny_repo, max_batch_size=4, idle_inline_max_ms=idle_inline_max_ms
+    )
+    repository = ModelRepository(settings, metrics)
+    images = np.random.default_rng(0).random((32, 1, 28, 28), dtype=np.float32)
+
+    async def scenario() -> tuple[np.ndarray, str]:
+        await repository.load_all()
+        threads.clear()  # warm-up's runs
+        metrics.requests_in_flight = 1 + others_in_flight  # this request, and the others
+        outputs = (await repository.get("tiny").batcher.submit(images)).outputs
+        await repository.close()
+        return outputs, threading.current_thread().name
+
+    outputs, loop_thread = asyncio.run(scenario())
+    assert np.allclose(outputs, tiny_logits(images, seed=1), atol=1e-5)
+    ran_on = ["event loop" if name == loop_thread else "ORT thread" for name in threads]
+    assert ran_on == [expected_thread]
