@@ -15,6 +15,17 @@ from serving.codecs.v2 import RequestedOutput, encode_infer_response
 LOGITS = np.eye(10, dtype=np.float32)[[3, 1, 4]] * 5.0
 
 
+def v2_response(*, is_binary: bool) -> tuple[bytes, int | None]:
+    """The server's V2 answer for LOGITS, as JSON or with the binary extension."""
+    return encode_infer_response(
+        model_name="mnist_mlp",
+        model_version="1",
+        request_id=None,
+        outputs={"logits": LOGITS},
+        requested=[RequestedOutput("logits", is_binary=is_binary)],
+    )
+
+
 def test_v1_labels_are_read_from_the_servers_encoding() -> None:
     answer = parse_v1(encode_predictions("mnist_mlp", "2", LOGITS), images=3)
 
@@ -22,13 +33,7 @@ def test_v1_labels_are_read_from_the_servers_encoding() -> None:
 
 
 def test_v2_labels_are_the_argmax_of_the_servers_logits() -> None:
-    body, _ = encode_infer_response(
-        model_name="mnist_mlp",
-        model_version="1",
-        request_id=None,
-        outputs={"logits": LOGITS},
-        requested=[RequestedOutput("logits", is_binary=False)],
-    )
+    body, _ = v2_response(is_binary=False)
 
     answer = parse_v2(body, images=3)
 
@@ -36,13 +41,7 @@ def test_v2_labels_are_the_argmax_of_the_servers_logits() -> None:
 
 
 def test_v2_binary_logits_are_read_from_the_servers_binary_section() -> None:
-    body, header_length = encode_infer_response(
-        model_name="mnist_mlp",
-        model_version="1",
-        request_id=None,
-        outputs={"logits": LOGITS},
-        requested=[RequestedOutput("logits", is_binary=True)],
-    )
+    body, header_length = v2_response(is_binary=True)
     assert header_length is not None
 
     answer = parse_v2(body, images=3, header_length=header_length)
@@ -51,13 +50,7 @@ def test_v2_binary_logits_are_read_from_the_servers_binary_section() -> None:
 
 
 def test_v2_binary_output_shorter_than_announced_is_refused() -> None:
-    body, header_length = encode_infer_response(
-        model_name="mnist_mlp",
-        model_version="1",
-        request_id=None,
-        outputs={"logits": LOGITS},
-        requested=[RequestedOutput("logits", is_binary=True)],
-    )
+    body, header_length = v2_response(is_binary=True)
 
     with pytest.raises(BadResponse, match="binary"):
         parse_v2(body[:-4], images=3, header_length=header_length)
