@@ -2,9 +2,11 @@
 
 Single-image requests to one model (default mnist_mlp) at concurrency 1, 16 and 64,
 JSON and octet-stream bodies, against mnist-serve with batching on and with it off,
-and against a "tutorial-style" FastAPI server (``loadtest/baseline_app.py``) in the
-same run; then 256-image requests (v1 octet-stream in, JSON out; and V2 with the
-binary tensor extension, UINT8 in and FP32 out) sent back to back, against raw ONNX
+against a "tutorial-style" FastAPI server (``loadtest/baseline_app.py``), and
+against a plain ASGI app with a batcher (``loadtest/plain_app.py``, the ceiling that
+shows what mnist-serve's framework and features cost per request), in the same run;
+then 256-image requests (v1 octet-stream in, JSON out; and V2 with the binary tensor
+extension, UINT8 in and FP32 out) sent back to back, against raw ONNX
 Runtime on the same model file with the same thread settings. Those three alternate
 in short rounds, so a shared machine's drifting speed falls on all of them alike.
 Each server is started here, alone, on a free port (or give ``--host`` to measure a
@@ -49,6 +51,10 @@ BIG_BATCH_BODIES = ("octet", "v2-binary")
 BIG_BATCH_TARGET_BODY = "v2-binary"
 BASELINE_COMMAND = [
     sys.executable, "-m", "uvicorn", "--factory", "loadtest.baseline_app:create_app_from_env",
+    "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "--no-access-log",
+]  # fmt: skip
+PLAIN_COMMAND = [
+    sys.executable, "-m", "uvicorn", "--factory", "loadtest.plain_app:create_app_from_env",
     "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "--no-access-log",
 ]  # fmt: skip
 
@@ -309,6 +315,10 @@ def run(args: argparse.Namespace, out_dir: Path) -> tuple[list[Point], BigBatch]
             points += bench_server(
                 "baseline (FastAPI+pydantic)", url, builder, labels, ["json"], args
             )
+        command = [*PLAIN_COMMAND, "--workers", str(args.server_workers)]
+        log = out_dir / "server-plain.log"
+        with running_server(args.models_dir, log, env, command=command) as url:
+            points += bench_server("plain ASGI + batcher", url, builder, labels, ["json"], args)
     return points, big
 
 
@@ -382,6 +392,7 @@ def target_lines(points: list[Point], big: BigBatch) -> list[str]:
     )
     c64, c1 = find(points, ours, "json", 64), find(points, ours, "json", 1)
     baseline = find(points, "baseline", "json", 64)
+    plain = find(points, "plain ASGI", "json", 64)
     lines = []
     if c64:
         met = c64.rps >= 6000 and c64.p99_ms <= 30
@@ -400,6 +411,12 @@ def target_lines(points: list[Point], big: BigBatch) -> list[str]:
         f"{100 * ratio:.0f}% of raw ONNX Runtime images/s (target >= 70%): "
         f"{'met' if ratio >= 0.7 else 'MISSED'}"
     )
+    if c64 and plain:
+        lines.append(
+            f"vs the plain ASGI app with a batcher at concurrency 64 (the ceiling): "
+            f"{100 * c64.rps / plain.rps:.0f}% of its req/s ({plain.rps:,.0f}), p99 "
+            f"{plain.p99_ms:.1f} -> {c64.p99_ms:.1f} ms"
+        )
     if c64 and baseline:
         lines.append(
             f"vs the tutorial-style baseline at concurrency 64: "
@@ -454,7 +471,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="Only the 256-image requests against raw ONNX Runtime",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="Skip the tutorial-style server")
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="Skip the tutorial-style server and the plain ASGI ceiling",
+    )
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     args.threads = args.threads or default_intra_op_threads(args.server_workers)

@@ -31,7 +31,11 @@ def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> No
         for server in ("mnist-serve, batching on", "mnist-serve, batching off")
         for body in ("json", "octet")
         for concurrency in (1, 4)
-    } | {("baseline (FastAPI+pydantic)", "json", concurrency) for concurrency in (1, 4)}
+    } | {
+        (server, "json", concurrency)
+        for server in ("baseline (FastAPI+pydantic)", "plain ASGI + batcher")
+        for concurrency in (1, 4)
+    }
     assert all(p["errors"] == 0 and p["rps"] > 0 for p in results["points"]), results
     big = results["big_batch"]
     assert [(p["body"], p["images_per_request"], p["errors"]) for p in big["points"]] == [
@@ -46,3 +50,4 @@ def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> No
     assert "| mnist-serve, batching on | json | 4 |" in finished.stdout
     assert "| V2 binary tensors, UINT8 in, FP32 out |" in finished.stdout
     assert "256-image binary request" in finished.stdout
+    assert "vs the plain ASGI app with a batcher" not in finished.stdout  # no concurrency 64
