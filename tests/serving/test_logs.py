@@ -95,3 +95,31 @@ def test_text_style_is_for_terminals() -> None:
     [access, _] = child_stderr("info", style="text")
 
     assert "mnist_serve.access: request status=200" in access
+
+
+SKIPPED_LOOKUPS = textwrap.dedent(
+    """
+    import logging, sys
+    from serving.logs import configure_logging
+    configure_logging("info")
+    record = logging.getLogger("mnist_serve.access").makeRecord(
+        "mnist_serve.access", logging.INFO, "(unknown file)", 0, "request", (), None
+    )
+    print(logging._srcfile, record.threadName, record.processName, record.process)
+    """
+)
+
+
+def test_records_skip_the_caller_thread_and_process_lookups_our_lines_never_print() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", SKIPPED_LOOKUPS], capture_output=True, text=True, check=True
+    )
+
+    assert completed.stdout.split() == ["None"] * 4
+
+
+def test_timestamps_are_milliseconds_in_utc() -> None:
+    made = record("at a known instant")
+    made.created = 1764493261.5076  # 2025-11-30T09:01:01.507Z
+
+    assert orjson.loads(JsonFormatter().format(made))["ts"] == "2025-11-30T09:01:01.507Z"
