@@ -49,14 +49,18 @@ BIG_BATCH_IMAGES = 256
 # Big-batch bodies measured against raw ONNX Runtime, and the one the target is about.
 BIG_BATCH_BODIES = ("octet", "v2-binary")
 BIG_BATCH_TARGET_BODY = "v2-binary"
-BASELINE_COMMAND = [
-    sys.executable, "-m", "uvicorn", "--factory", "loadtest.baseline_app:create_app_from_env",
-    "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "--no-access-log",
-]  # fmt: skip
-PLAIN_COMMAND = [
-    sys.executable, "-m", "uvicorn", "--factory", "loadtest.plain_app:create_app_from_env",
-    "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "--no-access-log",
-]  # fmt: skip
+
+
+def reference_server_command(factory: str) -> list[str]:
+    """uvicorn running one of the reference apps (``module:factory``) on ``{port}``."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", factory,
+        "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
+BASELINE_COMMAND = reference_server_command("loadtest.baseline_app:create_app_from_env")
+PLAIN_COMMAND = reference_server_command("loadtest.plain_app:create_app_from_env")
 
 
 @dataclass(frozen=True)
