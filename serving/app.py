@@ -26,7 +26,7 @@ from serving.api import health, v1, v2
 from serving.api.common import count_client_error, error_response
 from serving.auth import ApiKeyMiddleware
 from serving.errors import ServingError
-from serving.fastpath import InferenceFastPath
+from serving.fastpath import ServingApp, as_serving_app
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import ServingMetrics, render_metrics
 from serving.middleware import ObservabilityMiddleware
@@ -61,19 +61,20 @@ class Server:
         return not self.is_draining and self.repository.is_ready
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ServingApp:
     """A new app with its own settings, repository and metrics registry."""
     settings = settings if settings is not None else Settings()
     metrics = ServingMetrics()
     server = Server(settings, ModelRepository(settings, metrics), metrics)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: ServingApp) -> AsyncIterator[None]:
         try:
             await server.repository.load_all()
         except ModelLoadError as error:
             logger.error("cannot start: %s", error)  # one clear line above the traceback
             raise
+        app.build_inference_stack()
         # Objects alive now (models, sessions, app) live for the whole run: keep them out
         # of the collector's scans, which otherwise add milliseconds to tail latency.
         gc.collect()
@@ -83,12 +84,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         server.is_draining = True
         await server.repository.close()
 
-    app = FastAPIOffline(
-        static_url=DOCS_ASSETS_URL,
-        title="mnist-serve",
-        version=package_version(),
-        summary="Dynamically batched MNIST inference on ONNX Runtime: v1 API and KServe V2.",
-        lifespan=lifespan,
+    app = as_serving_app(
+        FastAPIOffline(
+            static_url=DOCS_ASSETS_URL,
+            title="mnist-serve",
+            version=package_version(),
+            summary="Dynamically batched MNIST inference on ONNX Runtime: v1 API and KServe V2.",
+            lifespan=lifespan,
+        )
     )
     app.state.server = server
     _add_error_handlers(app, server)
@@ -148,7 +151,6 @@ def _add_operational_routes(app: FastAPI, server: Server) -> None:
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -> None:
     """Outermost last: observability sees every response, including 401 and 413."""
-    app.add_middleware(InferenceFastPath)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
