@@ -127,7 +127,10 @@ def _add_error_handlers(app: FastAPI, server: Server) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        request_id = getattr(request.state, "request_id", None)
+        logger.exception(
+            "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
+        )
         return error_response(500, "internal server error; the server log has the details")
 
 

@@ -80,7 +80,8 @@ class InferenceEndpoint:
                 count_client_error(request, server_of(request))
             response = error_response(error.status_code, error.message, error.headers)
         except Exception:  # what the app's last-resort handler does for the FastAPI routes
-            logger.exception("unhandled error on POST %s", scope["path"])
+            request_id = scope.get("state", {}).get("request_id")
+            logger.exception("unhandled error on POST %s (request %s)", scope["path"], request_id)
             response = error_response(500, "internal server error; the server log has the details")
         await response(scope, receive, send)
 

@@ -113,6 +113,7 @@ def test_unexpected_error_on_the_short_stack_is_a_logged_json_500(
     assert response.status_code == 500
     assert response.json() == {"error": "internal server error; the server log has the details"}
     assert "RuntimeError: a bug" in caplog.text
+    assert f"(request {response.headers['x-request-id']})" in caplog.text
     assert pinned.status_code == 200
 
 
