@@ -23,7 +23,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from serving.api import health, v1, v2
-from serving.api.common import count_client_error, error_response
+from serving.api.common import error_response, serving_error_response, unexpected_error_response
 from serving.auth import ApiKeyMiddleware
 from serving.errors import ServingError
 from serving.fastpath import ServingApp, as_serving_app
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
         )
     )
     app.state.server = server
-    _add_error_handlers(app, server)
+    _add_error_handlers(app)
     app.include_router(health.router)
     app.include_router(v1.router)
     app.include_router(v2.router)
@@ -103,12 +103,10 @@ def create_app(settings: Settings | None = None) -> ServingApp:
     return app
 
 
-def _add_error_handlers(app: FastAPI, server: Server) -> None:
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, error: ServingError) -> Response:
-        if 400 <= error.status_code < 500:
-            count_client_error(request, server)
-        return error_response(error.status_code, error.message, error.headers)
+        return serving_error_response(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -127,11 +125,7 @@ def _add_error_handlers(app: FastAPI, server: Server) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> Response:
-        request_id = getattr(request.state, "request_id", None)
-        logger.exception(
-            "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
-        )
-        return error_response(500, "internal server error; the server log has the details")
+        return unexpected_error_response(request)
 
 
 def _add_operational_routes(app: FastAPI, server: Server) -> None:

@@ -14,7 +14,6 @@ so does every request when FastAPI's OpenTelemetry instrumentation is enabled at
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 
@@ -24,10 +23,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.api import v1, v2
-from serving.api.common import count_client_error, error_response, server_of
+from serving.api.common import serving_error_response, unexpected_error_response
 from serving.errors import ServingError
-
-logger = logging.getLogger("mnist_serve.app")
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
@@ -61,28 +58,18 @@ def match_inference_route(path: str) -> tuple[Handler, dict[str, str]] | None:
 
 
 class InferenceEndpoint:
-    """Answer one inference POST with the route's handler; errors as the app's handlers do."""
+    """Answer one inference POST with the handler :class:`ServingApp` matched; errors as
+    the app's exception handlers answer them."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = match_inference_route(scope["path"])
-        if route is None:  # ServingApp matched it; only a middleware rewriting paths gets here
-            await error_response(404, f"no route POST {scope['path']}; see /docs")(
-                scope, receive, send
-            )
-            return
-        handler, params = route
-        scope["path_params"] = params
+        handler: Handler = scope["endpoint"]
         request = Request(scope, receive, send)
         try:
-            response = await handler(request, params)
+            response = await handler(request, scope["path_params"])
         except ServingError as error:
-            if 400 <= error.status_code < 500:
-                count_client_error(request, server_of(request))
-            response = error_response(error.status_code, error.message, error.headers)
-        except Exception:  # what the app's last-resort handler does for the FastAPI routes
-            request_id = scope.get("state", {}).get("request_id")
-            logger.exception("unhandled error on POST %s (request %s)", scope["path"], request_id)
-            response = error_response(500, "internal server error; the server log has the details")
+            response = serving_error_response(request, error)
+        except Exception:  # the one boundary, as the app's last-resort handler is
+            response = unexpected_error_response(request)
         await response(scope, receive, send)
 
 
@@ -107,16 +94,16 @@ class ServingApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stack = self.inference_stack
-        if (
-            stack is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and match_inference_route(scope["path"]) is not None
-        ):
-            scope["app"] = self
-            await stack(scope, receive, send)
+        route = None
+        if stack is not None and scope["type"] == "http" and scope["method"] == "POST":
+            route = match_inference_route(scope["path"])
+        if route is None:
+            await super().__call__(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        # What Starlette's router leaves in the scope for a matched route.
+        scope["app"] = self
+        scope["endpoint"], scope["path_params"] = route
+        await stack(scope, receive, send)
 
 
 def as_serving_app(app: FastAPI) -> ServingApp:

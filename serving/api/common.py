@@ -7,6 +7,7 @@ outcome in metrics and in ``request.state`` (for Server-Timing and access logs).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from serving.repository import ServedModel
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
+
+logger = logging.getLogger("mnist_serve.app")
 
 _OUTCOMES: dict[type[ServingError], str] = {
     Overloaded: "rejected",
@@ -61,6 +64,25 @@ def error_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+def serving_error_response(request: Request, error: ServingError) -> Response:
+    """The answer to a :class:`ServingError`, a 4xx counted for its model if it has one."""
+    if 400 <= error.status_code < 500:
+        count_client_error(request, server_of(request))
+    return error_response(error.status_code, error.message, error.headers)
+
+
+def unexpected_error_response(request: Request) -> Response:
+    """The last-resort 500: the traceback goes to the log (with the request id), not the client.
+
+    Call it from an ``except`` block or an exception handler, where the error is current.
+    """
+    request_id = request.scope.get("state", {}).get("request_id")
+    logger.exception(
+        "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
+    )
+    return error_response(500, "internal server error; the server log has the details")
 
 
 def server_of(request: Request) -> Server:
