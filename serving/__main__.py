@@ -15,8 +15,9 @@ from pydantic_settings import CliApp, SettingsConfigDict
 from serving.app import create_app
 from serving.logs import configure_logging, logging_config
 from serving.metrics import prepare_multiprocess_dir
+from serving.protocol import ServingHttpProtocol
 from serving.settings import Settings
-from serving.shutdown import DrainingHttpProtocol, DrainingServer
+from serving.shutdown import DrainingServer
 
 logger = logging.getLogger("mnist_serve.cli")
 
@@ -63,7 +64,7 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": DrainingHttpProtocol,
+        "http": ServingHttpProtocol,
         "loop": "uvloop",
         # Worker processes set up logging only from this, so pass ours rather than None.
         "log_config": logging_config(settings.log_level),

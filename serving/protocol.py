@@ -1,0 +1,70 @@
+"""The HTTP protocol mnist-serve runs under uvicorn, and its one-write-per-response transport.
+
+uvicorn writes a response's status line and headers with one ``transport.write`` and
+its body with another: two syscalls and two TCP segments per answer, and two wake-ups
+of the client. :class:`CoalescingTransport` holds what a connection writes during one
+turn of the event loop and sends it as one write at the end of that turn, so a head
+and a body sent back to back leave together. Nothing waits for more data: a write
+goes out within the turn it was made in, so streaming, ``100 Continue`` and
+``Connection: close`` behave exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from serving.shutdown import DrainingHttpProtocol
+
+# Past this many held bytes a write goes out at once, so a large or streamed body still
+# meets the transport's flow control (its high-water mark is 64 KiB too).
+FLUSH_AT_BYTES = 64 * 1024
+
+
+class CoalescingTransport:
+    """A transport whose writes within one event-loop turn reach the socket as one.
+
+    Everything but ``write`` and ``close`` is the wrapped transport's own.
+    """
+
+    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = [data]
+            self._held_bytes = len(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._held.append(data)
+            self._held_bytes += len(data)
+        if self._held_bytes >= FLUSH_AT_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is held now (the loop calls this at the end of the turn)."""
+        held, self._held = self._held, None
+        self._held_bytes = 0
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class ServingHttpProtocol(DrainingHttpProtocol):
+    """uvicorn's httptools protocol with head deadlines (:mod:`serving.limits`), a
+    draining shutdown (:mod:`serving.shutdown`) and one write per response."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(coalescing)  # type: ignore[arg-type]

@@ -1,0 +1,264 @@
+"""The server's HTTP protocol: one write per response, and HTTP/1.1 as clients rely on it.
+
+The transport is tested on a real uvloop socket transport, with a spy in between that
+counts the writes reaching it; the protocol through the real server and raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import orjson
+import pytest
+import uvicorn
+import uvloop
+from uvicorn.server import ServerState
+
+from serving.__main__ import uvicorn_options
+from serving.app import STATIC_DIR
+from serving.protocol import FLUSH_AT_BYTES, CoalescingTransport, ServingHttpProtocol
+from serving.settings import Settings
+from tests.reliability.helpers import QUIET_ENV
+from tests.support import running_server, tiny_logits
+
+SOCKET_TIMEOUT_S = 10.0
+
+
+class WriteSpy:
+    """Forwards to a real transport and keeps each write it receives."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def spied_transport() -> tuple[CoalescingTransport, WriteSpy, socket.socket]:
+    """A coalescing transport over a spied real socket transport, and the peer's socket."""
+    ours, peer = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+    spy = WriteSpy(transport)
+    peer.settimeout(SOCKET_TIMEOUT_S)
+    return CoalescingTransport(spy, loop), spy, peer  # type: ignore[arg-type]
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"connection closed after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
+def test_a_head_and_body_written_in_one_turn_reach_the_socket_as_one_write() -> None:
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        coalescing.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+        coalescing.write(b"body")
+        assert spy.writes == []
+        await asyncio.sleep(0)  # the end of this turn of the loop
+        assert spy.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody"]
+        assert read_exactly(peer, len(spy.writes[0])) == spy.writes[0]
+        peer.close()
+        coalescing.close()
+
+    uvloop.run(scenario())
+
+
+def test_writes_of_later_turns_go_out_in_order() -> None:
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        for part in (b"one", b"two", b"three"):
+            coalescing.write(part)
+            await asyncio.sleep(0)
+        assert spy.writes == [b"one", b"two", b"three"]
+        assert read_exactly(peer, 11) == b"onetwothree"
+        peer.close()
+        coalescing.close()
+
+    uvloop.run(scenario())
+
+
+def test_close_sends_what_is_held_before_closing() -> None:
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        coalescing.write(b"last answer")
+        coalescing.close()
+        assert spy.writes == [b"last answer"]
+        await asyncio.sleep(0)
+        assert read_exactly(peer, 11) == b"last answer"
+        assert peer.recv(1) == b""  # then the connection ends
+        peer.close()
+
+    uvloop.run(scenario())
+
+
+def test_a_large_write_goes_out_at_once_to_meet_flow_control() -> None:
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        coalescing.write(b"h")
+        coalescing.write(b"x" * FLUSH_AT_BYTES)
+        assert [len(write) for write in spy.writes] == [1 + FLUSH_AT_BYTES]
+        peer.close()
+        coalescing.close()
+
+    uvloop.run(scenario())
+
+
+def test_nothing_is_written_once_the_transport_is_closing() -> None:
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        coalescing.write(b"too late")
+        spy.transport.abort()
+        await asyncio.sleep(0)
+        assert spy.writes == []
+        peer.close()
+
+    uvloop.run(scenario())
+
+
+def test_everything_else_is_the_wrapped_transports() -> None:
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        assert coalescing.get_extra_info("socket") is spy.transport.get_extra_info("socket")
+        assert coalescing.is_closing() is False
+        coalescing.close()
+        assert coalescing.is_closing() is True
+        peer.close()
+
+    uvloop.run(scenario())
+
+
+# --- HTTP/1.1 through the real server -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_address(tiny_repo: Path) -> Iterator[tuple[str, int]]:
+    with running_server(tiny_repo, env=QUIET_ENV) as (url, _):
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        yield parts.hostname, parts.port
+
+
+@pytest.fixture
+def connection(server_address: tuple[str, int]) -> Iterator[socket.socket]:
+    with socket.create_connection(server_address, timeout=SOCKET_TIMEOUT_S) as sock:
+        yield sock
+
+
+Response = tuple[bytes, dict[str, str], bytes]
+
+
+def read_response(sock: socket.socket, has_body: bool = True) -> Response:
+    """One response off a keep-alive connection: (status line, headers, body)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, f"connection closed inside a response head: {head!r}"
+        head += chunk
+    status, *lines = head[:-4].split(b"\r\n")
+    headers = {
+        name.decode().lower(): value.decode().strip()
+        for name, value in (line.split(b":", 1) for line in lines)
+    }
+    length = int(headers.get("content-length", "0")) if has_body else 0
+    return status, headers, read_exactly(sock, length)
+
+
+def predict_request(image: np.ndarray, extra_headers: bytes = b"") -> tuple[bytes, bytes]:
+    body = orjson.dumps({"images": image.reshape(1, 784).tolist()})
+    head = (
+        b"POST /v1/models/tiny/predict HTTP/1.1\r\nhost: test\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
+        % (len(body), extra_headers)
+    )
+    return head, body
+
+
+def expected_label(image: np.ndarray) -> int:
+    return int(np.argmax(tiny_logits(image.reshape(1, 784), seed=1)))  # latest: version 2
+
+
+def test_a_head_request_gets_its_headers_and_the_connection_stays_usable(
+    connection: socket.socket,
+) -> None:
+    script = STATIC_DIR / "app.js"
+    connection.sendall(b"HEAD /static/app.js HTTP/1.1\r\nhost: test\r\n\r\n")
+    status, headers, _ = read_response(connection, has_body=False)
+    assert status == b"HTTP/1.1 200 OK"
+    assert int(headers["content-length"]) == script.stat().st_size
+
+    connection.sendall(b"GET /static/app.js HTTP/1.1\r\nhost: test\r\n\r\n")
+    status, _, body = read_response(connection)
+    assert status == b"HTTP/1.1 200 OK"
+    assert body == script.read_bytes()
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    connection: socket.socket,
+) -> None:
+    image = np.linspace(0, 1, 784, dtype=np.float32)
+    head, body = predict_request(image, b"expect: 100-continue\r\n")
+    connection.sendall(head)
+    assert read_response(connection, has_body=False)[0] == b"HTTP/1.1 100 Continue"
+
+    connection.sendall(body)
+    status, _, answer = read_response(connection)
+    assert status == b"HTTP/1.1 200 OK"
+    assert orjson.loads(answer)["predictions"][0]["label"] == expected_label(image)
+
+
+def test_pipelined_requests_are_answered_in_order(connection: socket.socket) -> None:
+    rng = np.random.default_rng(7)
+    images = [rng.random(784, dtype=np.float32) for _ in range(3)]
+    connection.sendall(b"".join(b"".join(predict_request(image)) for image in images))
+    for image in images:
+        status, _, answer = read_response(connection)
+        assert status == b"HTTP/1.1 200 OK"
+        assert orjson.loads(answer)["predictions"][0]["label"] == expected_label(image)
+
+
+def test_connection_close_gets_the_whole_answer_then_the_end(
+    connection: socket.socket,
+) -> None:
+    image = np.full(784, 0.5, dtype=np.float32)
+    connection.sendall(b"".join(predict_request(image, b"connection: close\r\n")))
+    status, headers, answer = read_response(connection)
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers["connection"] == "close"
+    assert orjson.loads(answer)["predictions"][0]["label"] == expected_label(image)
+    assert connection.recv(1) == b""
+
+
+def test_the_server_speaks_through_the_coalescing_transport(tiny_repo: Path) -> None:
+    options = uvicorn_options(Settings(models_dir=tiny_repo))
+    assert options["http"] is ServingHttpProtocol
+
+    async def scenario() -> None:
+        config = uvicorn.Config(app=lambda scope, receive, send: None, **options)
+        config.load()
+        protocol = ServingHttpProtocol(config, ServerState(), app_state={})
+        ours, peer = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
+        assert isinstance(protocol.transport, CoalescingTransport)
+        assert protocol.transport.get_extra_info("socket") is transport.get_extra_info("socket")
+        transport.close()
+        peer.close()
+
+    uvloop.run(scenario())
