@@ -448,6 +448,16 @@ def test_requests_gathered_into_one_batch_run_on_the_thread() -> None:
     assert [thread == loop_thread for thread in model.threads] == [False, False]
 
 
+def test_a_tiny_batch_slower_than_its_promise_but_quick_keeps_running_on_the_event_loop() -> None:
+    # Promised 16 µs (1 x 16 µs); takes 1 ms of CPU, as a cold call can: over 10x the
+    # promise, yet too short to stall anything.
+    model = ThreadRecordingRun(cpu_s=0.001)
+
+    where = where_batches_ran(model, [images_of(0.1, 1), images_of(0.1, 1)], **IDLE_INLINE)
+
+    assert where == ["loop", "loop"]
+
+
 def test_a_batch_far_slower_than_promised_turns_event_loop_running_off() -> None:
     # Promised 4 ms (256 x 16 µs); takes 50 ms of CPU, over 10x the promise.
     model = ThreadRecordingRun(cpu_s=0.05)
