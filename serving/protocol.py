@@ -3,10 +3,10 @@
 uvicorn writes a response's status line and headers with one ``transport.write`` and
 its body with another: two syscalls and two TCP segments per answer, and two wake-ups
 of the client. :class:`CoalescingTransport` holds what a connection writes during one
-turn of the event loop and sends it as one write at the end of that turn, so a head
-and a body sent back to back leave together. Nothing waits for more data: a write
-goes out within the turn it was made in, so streaming, ``100 Continue`` and
-``Connection: close`` behave exactly as before.
+turn of the event loop and sends it as one write when the response is complete, or at
+the end of that turn, so a head and a body sent back to back leave together. Nothing
+waits for more data: a write goes out within the turn it was made in, so streaming,
+``100 Continue`` and ``Connection: close`` behave exactly as before.
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ class ServingHttpProtocol(DrainingHttpProtocol):
     """uvicorn's httptools protocol with head deadlines (:mod:`serving.limits`), a
     draining shutdown (:mod:`serving.shutdown`) and one write per response."""
 
+    transport: CoalescingTransport  # type: ignore[assignment]
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
+
+    def on_response_complete(self) -> None:
+        # The answer leaves as soon as it is whole, not after the app's after-work (its
+        # access line, metrics) at the end of the turn: at concurrency 1 that is latency.
+        self.transport.flush()
+        super().on_response_complete()

@@ -262,3 +262,42 @@ def test_the_server_speaks_through_the_coalescing_transport(tiny_repo: Path) -> 
         peer.close()
 
     uvloop.run(scenario())
+
+
+def test_a_complete_answer_leaves_before_the_apps_after_work() -> None:
+    writes_when_the_app_returned: list[int] = []
+
+    class SpiedProtocol(ServingHttpProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self.spy = WriteSpy(transport)
+            super().connection_made(self.spy)  # type: ignore[arg-type]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+        # What runs here before the app returns (an access line, metrics) runs after the
+        # answer has left.
+        writes_when_the_app_returned.append(len(protocol.spy.writes))
+
+    async def scenario() -> None:
+        nonlocal protocol
+        config = uvicorn.Config(app=app, **uvicorn_options(Settings()))
+        config.load()
+        protocol = SpiedProtocol(config, ServerState(), app_state={})
+        ours, peer = socket.socketpair()
+        peer.settimeout(SOCKET_TIMEOUT_S)
+        transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: protocol, ours
+        )
+        peer.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        status, _, body = await asyncio.to_thread(read_response, peer)
+        assert (status, body) == (b"HTTP/1.1 200 OK", b"ok")
+        transport.close()
+        peer.close()
+
+    protocol: SpiedProtocol
+    uvloop.run(scenario())
+
+    assert writes_when_the_app_returned == [1]
