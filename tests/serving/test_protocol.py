@@ -264,40 +264,67 @@ def test_the_server_speaks_through_the_coalescing_transport(tiny_repo: Path) -> 
     uvloop.run(scenario())
 
 
-def test_a_complete_answer_leaves_before_the_apps_after_work() -> None:
-    writes_when_the_app_returned: list[int] = []
+class SpiedProtocol(ServingHttpProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.spy = WriteSpy(transport)
+        super().connection_made(self.spy)  # type: ignore[arg-type]
 
-    class SpiedProtocol(ServingHttpProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self.spy = WriteSpy(transport)
-            super().connection_made(self.spy)  # type: ignore[arg-type]
+
+async def writes_when_an_answer_was_sent(*, is_another_in_flight: bool) -> int:
+    """Writes on an answering connection's socket when its app returned from sending.
+
+    With ``is_another_in_flight`` a request on another connection is held meanwhile.
+    """
+    is_held, release = asyncio.Event(), asyncio.Event()
+    protocols: dict[str, SpiedProtocol] = {}
+    writes: list[int] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-        )
+        if scope["path"] == "/hold":
+            is_held.set()
+            await release.wait()
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"2")],
+        }
+        await send(start)
         await send({"type": "http.response.body", "body": b"ok"})
-        # What runs here before the app returns (an access line, metrics) runs after the
-        # answer has left.
-        writes_when_the_app_returned.append(len(protocol.spy.writes))
+        # Work here (the access line, metrics) runs with no await before the app returns.
+        if scope["path"] == "/answer":
+            writes.append(len(protocols["answer"].spy.writes))
 
-    async def scenario() -> None:
-        nonlocal protocol
-        config = uvicorn.Config(app=app, **uvicorn_options(Settings()))
-        config.load()
-        protocol = SpiedProtocol(config, ServerState(), app_state={})
+    config = uvicorn.Config(app=app, **uvicorn_options(Settings()))
+    config.load()
+    state = ServerState()
+
+    async def connect(path: str) -> tuple[asyncio.BaseTransport, socket.socket]:
+        protocols[path.strip("/")] = protocol = SpiedProtocol(config, state, app_state={})
         ours, peer = socket.socketpair()
         peer.settimeout(SOCKET_TIMEOUT_S)
-        transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
-            lambda: protocol, ours
-        )
-        peer.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
+        peer.sendall(f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
+        return transport, peer
+
+    connections = []
+    if is_another_in_flight:
+        connections.append(await connect("/hold"))
+        await asyncio.wait_for(is_held.wait(), SOCKET_TIMEOUT_S)
+        assert len(state.tasks) == 1
+    connections.append(await connect("/answer"))
+    release.set()
+    for transport, peer in connections:
         status, _, body = await asyncio.to_thread(read_response, peer)
         assert (status, body) == (b"HTTP/1.1 200 OK", b"ok")
         transport.close()
         peer.close()
+    return writes[0]
 
-    protocol: SpiedProtocol
-    uvloop.run(scenario())
 
-    assert writes_when_the_app_returned == [1]
+def test_an_answer_alone_leaves_before_the_apps_after_work() -> None:
+    assert uvloop.run(writes_when_an_answer_was_sent(is_another_in_flight=False)) == 1
+
+
+def test_with_other_requests_in_flight_an_answer_leaves_at_the_end_of_the_turn() -> None:
+    assert uvloop.run(writes_when_an_answer_was_sent(is_another_in_flight=True)) == 0
