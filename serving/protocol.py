@@ -14,6 +14,7 @@ the same 2 cores): about 5-10 % more requests/s at concurrency 64 and at concurr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from serving.shutdown import DrainingHttpProtocol
@@ -26,7 +27,7 @@ FLUSH_AT_BYTES = 64 * 1024
 class CoalescingTransport:
     """A transport whose writes within one event-loop turn reach the socket as one.
 
-    Everything but ``write`` and ``close`` is the wrapped transport's own.
+    Everything but writing and closing is the wrapped transport's own.
     """
 
     __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
@@ -54,6 +55,14 @@ class CoalescingTransport:
         self._held_bytes = 0
         if held and not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def writelines(self, list_of_data: Iterable[bytes]) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def close(self) -> None:
         self.flush()

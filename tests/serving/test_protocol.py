@@ -107,6 +107,21 @@ def test_close_sends_what_is_held_before_closing() -> None:
     uvloop.run(scenario())
 
 
+def test_writelines_and_the_end_of_writing_keep_the_order() -> None:
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        coalescing.writelines([b"head ", b"and body"])
+        coalescing.write_eof()
+        assert spy.writes == [b"head and body"]
+        assert read_exactly(peer, 13) == b"head and body"
+        # The end of the stream, after the data; the loop runs while the peer waits for it.
+        assert await asyncio.to_thread(peer.recv, 1) == b""
+        peer.close()
+        coalescing.close()
+
+    uvloop.run(scenario())
+
+
 def test_a_large_write_goes_out_at_once_to_meet_flow_control() -> None:
     async def scenario() -> None:
         coalescing, spy, peer = await spied_transport()
