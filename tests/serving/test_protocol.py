@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,6 +55,23 @@ async def spied_transport() -> tuple[CoalescingTransport, WriteSpy, socket.socke
     return CoalescingTransport(spy, loop), spy, peer  # type: ignore[arg-type]
 
 
+Check = Callable[[CoalescingTransport, WriteSpy, socket.socket], Awaitable[None]]
+
+
+def run_on_spied_transport(check: Check) -> None:
+    """Run ``check(coalescing, spy, peer)`` on a fresh loop, then close both ends."""
+
+    async def scenario() -> None:
+        coalescing, spy, peer = await spied_transport()
+        try:
+            await check(coalescing, spy, peer)
+        finally:
+            peer.close()
+            coalescing.close()
+
+    uvloop.run(scenario())
+
+
 def read_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -65,97 +82,79 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 def test_a_head_and_body_written_in_one_turn_reach_the_socket_as_one_write() -> None:
-    async def scenario() -> None:
-        coalescing, spy, peer = await spied_transport()
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         coalescing.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
         coalescing.write(b"body")
         assert spy.writes == []
         await asyncio.sleep(0)  # the end of this turn of the loop
         assert spy.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody"]
         assert read_exactly(peer, len(spy.writes[0])) == spy.writes[0]
-        peer.close()
-        coalescing.close()
 
-    uvloop.run(scenario())
+    run_on_spied_transport(check)
 
 
 def test_writes_of_later_turns_go_out_in_order() -> None:
-    async def scenario() -> None:
-        coalescing, spy, peer = await spied_transport()
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         for part in (b"one", b"two", b"three"):
             coalescing.write(part)
             await asyncio.sleep(0)
         assert spy.writes == [b"one", b"two", b"three"]
         assert read_exactly(peer, 11) == b"onetwothree"
-        peer.close()
-        coalescing.close()
 
-    uvloop.run(scenario())
+    run_on_spied_transport(check)
 
 
 def test_close_sends_what_is_held_before_closing() -> None:
-    async def scenario() -> None:
-        coalescing, spy, peer = await spied_transport()
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         coalescing.write(b"last answer")
         coalescing.close()
         assert spy.writes == [b"last answer"]
         await asyncio.sleep(0)
         assert read_exactly(peer, 11) == b"last answer"
         assert peer.recv(1) == b""  # then the connection ends
-        peer.close()
 
-    uvloop.run(scenario())
+    run_on_spied_transport(check)
 
 
 def test_writelines_and_the_end_of_writing_keep_the_order() -> None:
-    async def scenario() -> None:
-        coalescing, spy, peer = await spied_transport()
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         coalescing.writelines([b"head ", b"and body"])
         coalescing.write_eof()
         assert spy.writes == [b"head and body"]
         assert read_exactly(peer, 13) == b"head and body"
         # The end of the stream, after the data; the loop runs while the peer waits for it.
         assert await asyncio.to_thread(peer.recv, 1) == b""
-        peer.close()
-        coalescing.close()
 
-    uvloop.run(scenario())
+    run_on_spied_transport(check)
 
 
 def test_a_large_write_goes_out_at_once_to_meet_flow_control() -> None:
-    async def scenario() -> None:
-        coalescing, spy, peer = await spied_transport()
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         coalescing.write(b"h")
         coalescing.write(b"x" * FLUSH_AT_BYTES)
         assert [len(write) for write in spy.writes] == [1 + FLUSH_AT_BYTES]
-        peer.close()
-        coalescing.close()
 
-    uvloop.run(scenario())
+    run_on_spied_transport(check)
 
 
 def test_nothing_is_written_once_the_transport_is_closing() -> None:
-    async def scenario() -> None:
-        coalescing, spy, peer = await spied_transport()
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         coalescing.write(b"too late")
         spy.transport.abort()
         await asyncio.sleep(0)
         assert spy.writes == []
-        peer.close()
 
-    uvloop.run(scenario())
+    run_on_spied_transport(check)
 
 
 def test_everything_else_is_the_wrapped_transports() -> None:
-    async def scenario() -> None:
-        coalescing, spy, peer = await spied_transport()
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         assert coalescing.get_extra_info("socket") is spy.transport.get_extra_info("socket")
         assert coalescing.is_closing() is False
         coalescing.close()
         assert coalescing.is_closing() is True
-        peer.close()
 
-    uvloop.run(scenario())
+    run_on_spied_transport(check)
 
 
 # --- HTTP/1.1 through the real server -----------------------------------------------------
