@@ -38,7 +38,9 @@ class CoalescingTransport:
         self._held: list[bytes] | None = None
         self._held_bytes = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)  # held past this call, so a caller may reuse its buffer
         if self._held is None:
             self._held = [data]
             self._held_bytes = len(data)

@@ -128,6 +128,17 @@ def test_writelines_and_the_end_of_writing_keep_the_order() -> None:
     run_on_spied_transport(check)
 
 
+def test_a_buffer_reused_after_its_write_does_not_change_what_is_sent() -> None:
+    async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
+        buffer = bytearray(b"first")
+        coalescing.write(buffer)
+        buffer[:] = b"later"
+        await asyncio.sleep(0)
+        assert spy.writes == [b"first"]
+
+    run_on_spied_transport(check)
+
+
 def test_a_large_write_goes_out_at_once_to_meet_flow_control() -> None:
     async def check(coalescing: CoalescingTransport, spy: WriteSpy, peer: socket.socket) -> None:
         coalescing.write(b"h")
