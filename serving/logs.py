@@ -53,18 +53,85 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", **fields, "exc"?}`` as one line of JSON."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _utc_timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        exc = self.formatException(record.exc_info) if record.exc_info else None
         fields = getattr(record, "fields", None)
+        return self.format_line(
+            record.created, record.levelname, record.name, record.getMessage(), fields, exc
+        )
+
+    @staticmethod
+    def format_line(
+        created: float,
+        level_name: str,
+        logger_name: str,
+        message: str,
+        fields: dict[str, Any] | None = None,
+        exc: str | None = None,
+    ) -> str:
+        """The line :meth:`format` writes, from its parts rather than a ``LogRecord``."""
+        entry: dict[str, Any] = {
+            "ts": _utc_timestamp(created),
+            "level": level_name.lower(),
+            "logger": logger_name,
+            "msg": message,
+        }
         if fields:
             entry.update(fields)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if exc is not None:
+            entry["exc"] = exc
         return orjson.dumps(entry, default=str).decode()
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """``logger.log(level, message, extra={"fields": fields})``, cheaply when logging is ours.
+
+    A record that would reach only one plain stream handler with a :class:`JsonFormatter`
+    (the configuration :func:`logging_config` makes) is written to that handler's stream
+    directly, as the same line, without building a ``LogRecord`` and walking ``logging``'s
+    machinery: 5 µs instead of 40 for an access line. Any other configuration (another
+    handler, a filter, a test's log capture) gets the ordinary ``logger.log``.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _sole_json_stream_handler(logger)
+    if handler is None:
+        logger.log(level, message, extra={"fields": fields})
+        return
+    if level < handler.level:
+        return
+    line = JsonFormatter.format_line(
+        time.time(), logging.getLevelName(level), logger.name, message, fields
+    )
+    handler.acquire()
+    try:
+        handler.stream.write(line + handler.terminator)
+        handler.flush()
+    except Exception:  # as StreamHandler.emit: report on stderr, never fail the caller
+        handler.handleError(logger.makeRecord(logger.name, level, "", 0, message, (), None))
+    finally:
+        handler.release()
+
+
+def _sole_json_stream_handler(logger: logging.Logger) -> logging.StreamHandler | None:
+    """The one handler ``logger``'s records reach, if it is a plain ``StreamHandler``
+    with a :class:`JsonFormatter` and there is no filter anywhere on the way."""
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    if (
+        type(found) is not logging.StreamHandler
+        or found.filters
+        or type(found.formatter) is not JsonFormatter
+    ):
+        return None
+    return found
 
 
 class TextFormatter(logging.Formatter):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from serving.logs import log_fields
 from serving.metrics import ServingMetrics
 
 Scope = MutableMapping[str, Any]
@@ -116,7 +117,7 @@ class ObservabilityMiddleware:
     def _log(self, scope: Scope, request_id: str, status: int, total_s: float) -> None:
         path = scope["path"]
         level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
-        if not access_logger.isEnabledFor(level):
+        if not access_logger.isEnabledFor(level):  # before building the fields
             return
         client = scope.get("client")
         fields: dict[str, Any] = {
@@ -140,4 +141,4 @@ class ObservabilityMiddleware:
                 queue_ms=round(inference.queue_s * 1e3, 3),
                 compute_ms=round(inference.compute_s * 1e3, 3),
             )
-        access_logger.log(level, "request", extra={"fields": fields})
+        log_fields(access_logger, level, "request", fields)

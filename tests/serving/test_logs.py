@@ -10,7 +10,7 @@ import textwrap
 import orjson
 import pytest
 
-from serving.logs import JsonFormatter, logging_config
+from serving.logs import JsonFormatter, log_fields, logging_config
 
 
 def record(message: str, *args: object, **fields: object) -> logging.LogRecord:
@@ -123,3 +123,81 @@ def test_timestamps_are_milliseconds_in_utc() -> None:
     made.created = 1764493261.5076  # 2025-11-30T09:01:01.507Z
 
     assert orjson.loads(JsonFormatter().format(made))["ts"] == "2025-11-30T09:01:01.507Z"
+
+
+# log_fields's direct path needs our logging configuration, and pytest hangs its own
+# capture handlers on loggers, so these run in a child interpreter too.
+DIRECT = textwrap.dedent(
+    """
+    import io, logging, sys
+    from serving.logs import configure_logging, log_fields
+    configure_logging("info")
+    logger = logging.getLogger("mnist_serve.access")
+    handler = logging.getLogger().handlers[0]
+    fields = {"request_id": "req-1", "status": 200, "total_ms": 1.25}
+    case = sys.argv[1]
+    if case == "same line":
+        logger.info("request", extra={"fields": fields})
+    elif case == "handler level":
+        handler.setLevel(logging.WARNING)
+    elif case == "filter":
+        logger.addFilter(lambda record: record.fields["status"] != 200)
+    elif case == "broken stream":
+        handler.setStream(io.StringIO()).close()  # setStream returns the old stream
+        handler.stream.close()
+        handler.handleError = lambda record: print("reported", record.getMessage())
+    made = []
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(lambda *args, **kwargs: made.append(1) or factory(*args, **kwargs))
+    log_fields(logger, logging.INFO, "request", fields)
+    log_fields(logger, logging.DEBUG, "probe", fields)
+    print("records", len(made))
+    """
+)
+
+
+def run_log_fields(case: str) -> tuple[list[str], list[str]]:
+    """(stdout lines, stderr lines) of DIRECT's ``case``."""
+    completed = subprocess.run(
+        [sys.executable, "-c", DIRECT, case], capture_output=True, text=True, check=True
+    )
+    return completed.stdout.splitlines(), completed.stderr.splitlines()
+
+
+def without_timestamp(line: str) -> dict[str, object]:
+    entry = orjson.loads(line)
+    assert entry.pop("ts").endswith("Z")
+    return entry
+
+
+def test_log_fields_writes_the_line_logging_would_without_making_a_record() -> None:
+    printed, [by_logging, direct] = run_log_fields("same line")
+
+    assert without_timestamp(direct) == without_timestamp(by_logging)
+    assert without_timestamp(direct)["request_id"] == "req-1"
+    assert printed == ["records 0"]  # and the DEBUG line was not written
+
+
+def test_log_fields_respects_the_handlers_level() -> None:
+    assert run_log_fields("handler level") == (["records 0"], [])
+
+
+def test_log_fields_lets_logging_apply_a_filter() -> None:
+    assert run_log_fields("filter") == (["records 1"], [])
+
+
+def test_log_fields_reports_a_broken_stream_and_carries_on() -> None:
+    printed, _ = run_log_fields("broken stream")
+
+    assert printed == ["reported request", "records 1"]
+
+
+def test_log_fields_goes_through_logging_when_another_handler_listens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mnist_serve.access")
+
+    log_fields(logging.getLogger("mnist_serve.access"), logging.INFO, "request", {"status": 200})
+
+    [record] = [record for record in caplog.records if record.name == "mnist_serve.access"]
+    assert record.fields == {"status": 200}
