@@ -184,6 +184,59 @@ def test_request_expiring_in_the_queue_is_dropped_unrun() -> None:
     assert not any(np.any(call == 0.3) for call in model.calls)
 
 
+def test_request_expiring_while_its_batch_runs_gets_its_504_and_batch_mates_their_answers() -> None:
+    model = GatedRun()
+
+    async def scenario() -> tuple[list[object], Batcher]:
+        batcher = make_batcher(model)
+        first = await occupy(batcher, model)
+        hasty = asyncio.ensure_future(
+            batcher.submit(images_of(0.2), deadline=time.monotonic() + 0.05)
+        )
+        patient = asyncio.ensure_future(batcher.submit(images_of(0.3)))
+        await wait_for(lambda: batcher.queued_images == 2)
+        first_gate, model.gate = model.gate, threading.Event()  # holds the second batch
+        first_gate.set()
+        await wait_for(lambda: batcher.queued_images == 0)  # hasty and patient taken
+        await wait_for(hasty.done)  # expires while its batch is held
+        model.gate.set()
+        outcomes = await asyncio.gather(first, hasty, patient, return_exceptions=True)
+        await batcher.close()
+        return outcomes, batcher
+
+    [_, hasty, patient], batcher = run(scenario)
+    assert isinstance(hasty, DeadlineExceeded)
+    assert np.allclose(patient.outputs, 0.6)
+    assert model.batch_sizes == [1, 2]
+    assert batcher.queued_images == 0
+
+
+def test_queue_depth_is_reported_once_per_event_loop_turn_with_its_latest_value() -> None:
+    model = GatedRun()
+    reports: list[tuple[int, int]] = []
+
+    async def scenario() -> None:
+        batcher = Batcher(
+            model,
+            BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, max_queue_size=64),
+            name="fake",
+            on_queue_depth=lambda images, requests: reports.append((images, requests)),
+        )
+        batcher.start()
+        first = await occupy(batcher, model)
+        reports.clear()
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 2))) for _ in range(3)]
+        await wait_for(lambda: batcher.queued_images == 6)
+        await asyncio.sleep(0)  # the turn that reports
+        assert reports == [(6, 3)]
+        model.gate.set()
+        await asyncio.gather(first, *waiting)
+        await wait_for(lambda: reports[-1] == (0, 0))
+        await batcher.close()
+
+    run(scenario)
+
+
 def test_deadline_that_cannot_be_met_is_refused_at_the_door() -> None:
     model = GatedRun()
 
