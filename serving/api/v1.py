@@ -21,7 +21,13 @@ from serving.api import v1_docs as docs
 from serving.api.common import infer, read_body, server_of
 from serving.codecs.images import decode_image
 from serving.codecs.tensors import check_image_count
-from serving.codecs.v1 import decode_json_images, decode_octet_images, encode_predictions
+from serving.codecs.v1 import (
+    decode_json_images,
+    decode_octet_images,
+    encode_probabilities,
+    labels_of,
+    softmax,
+)
 from serving.errors import InvalidInput, ModelNotFound, UnsupportedMediaType
 from serving.repository import ServedModel
 from serving.settings import Settings
@@ -65,7 +71,8 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
     served: ServedModel = server.repository.get(name, version)  # 404 / 503 before the body
     images = await _decode_body(request, server.settings)
     result = await infer(request, served, images, endpoint="v1")
-    body = encode_predictions(served.name, served.version, result.outputs)
+    probabilities, labels = result.derived(softmax), result.derived(labels_of)
+    body = encode_probabilities(served.name, served.version, probabilities, labels)
     return Response(body, media_type=docs.JSON)
 
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from serving.batcher import Batcher, BatcherConfig
+from serving.batcher import Batcher, BatcherConfig, BatchResult
 from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
 
 T = TypeVar("T")
@@ -113,6 +113,35 @@ def test_requests_arriving_while_busy_are_batched_together_in_order() -> None:
     assert model.batch_sizes == [1, 6]
     for index, output in enumerate(outputs):
         assert np.allclose(output, 2 * 0.02 * (index + 1))
+
+
+def test_a_row_function_runs_once_per_batch_and_each_request_gets_its_own_rows() -> None:
+    model = GatedRun()
+    calls: list[int] = []
+
+    def doubled(outputs: np.ndarray) -> np.ndarray:
+        calls.append(len(outputs))
+        return outputs * 2
+
+    async def scenario() -> list[BatchResult]:
+        batcher = make_batcher(model)
+        first = await occupy(batcher, model)
+        waiting = [
+            asyncio.ensure_future(batcher.submit(images_of(0.1 * (index + 1), index + 1)))
+            for index in range(3)
+        ]
+        await wait_for(lambda: batcher.queued_images == 6)
+        model.gate.set()
+        results = await asyncio.gather(first, *waiting)
+        await batcher.close()
+        return results[1:]
+
+    results = run(scenario)
+    derived = [result.derived(doubled) for result in results]
+    assert calls == [6]
+    for index, (result, rows) in enumerate(zip(results, derived, strict=True)):
+        assert rows.shape == (index + 1, 10)
+        np.testing.assert_array_equal(rows, result.outputs * 2)
 
 
 def test_batches_are_counted_in_images_not_requests() -> None:

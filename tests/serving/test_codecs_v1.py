@@ -17,6 +17,8 @@ from serving.codecs.v1 import (
     decode_octet_images,
     encode_octet_images,
     encode_predictions,
+    encode_probabilities,
+    labels_of,
     softmax,
 )
 from serving.errors import InvalidInput
@@ -317,3 +319,24 @@ def test_softmax_of_huge_logits_does_not_overflow() -> None:
 
     assert np.isfinite(probabilities).all()
     np.testing.assert_allclose(probabilities[0, :2], [0.7310586, 0.2689414], rtol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    logits=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 64), st.just(10)),
+        elements=st.floats(-50, 50, width=32),
+    ),
+    data=st.data(),
+)
+def test_a_requests_answer_is_the_same_bytes_whether_its_batch_is_encoded_whole_or_alone(
+    logits: np.ndarray, data: st.DataObject
+) -> None:
+    start = data.draw(st.integers(0, len(logits) - 1))
+    stop = data.draw(st.integers(start + 1, len(logits)))
+    probabilities, labels = softmax(logits), labels_of(logits)
+
+    from_batch = encode_probabilities("m", "1", probabilities[start:stop], labels[start:stop])
+
+    assert from_batch == encode_predictions("m", "1", logits[start:stop])
