@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
             lifespan=lifespan,
         )
     )
-    app.state.server = server
+    app.state.server = app.server = server
     _add_error_handlers(app)
     app.include_router(health.router)
     app.include_router(v1.router)

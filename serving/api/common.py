@@ -86,7 +86,7 @@ def unexpected_error_response(request: Request) -> Response:
 
 
 def server_of(request: Request) -> Server:
-    return request.app.state.server
+    return request.app.server  # create_app's ServingApp; the same object as app.state.server
 
 
 async def read_body(request: Request) -> bytes:
