@@ -33,6 +33,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from serving.deferred_metrics import DeferredUpdates
 from serving.triton_metrics import render_triton_metrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -108,6 +109,8 @@ class ServingMetrics:
         self._status_series: dict[int, Counter] = {}
         # This process's requests being handled (the gauge may sum several workers).
         self.requests_in_flight = 0
+        # Per-request updates on the event loop, applied once per turn.
+        self._deferred = DeferredUpdates()
 
     def _define_counters(self) -> None:
         model = ("model", "version")
@@ -212,12 +215,16 @@ class ServingMetrics:
         )
 
     def request_started(self) -> None:
-        self.in_flight.inc()
+        self._deferred.tally().inc(self.in_flight, 1)
         self.requests_in_flight += 1
 
     def request_ended(self) -> None:
-        self.in_flight.dec()
+        self._deferred.tally().inc(self.in_flight, -1)
         self.requests_in_flight -= 1
+
+    def flush(self) -> None:
+        """Apply the updates this event-loop turn has tallied (``render_metrics`` calls it)."""
+        self._deferred.flush()
 
     def request_finished(
         self,
@@ -239,14 +246,15 @@ class ServingMetrics:
         series = self._request_series.get(key)
         if series is None:
             series = self._request_series[key] = _RequestSeries(self, model, version, endpoint)
-        series.by_outcome[outcome].inc()
-        series.duration.observe(duration_s)
+        tally = self._deferred.tally()
+        tally.inc(series.by_outcome[outcome])
+        tally.observe(series.duration, duration_s)
         if outcome == "success":
-            series.images.inc(images)
+            tally.inc(series.images, images)
         if queue_s is not None:
-            series.queue.observe(queue_s)
+            tally.observe(series.queue, queue_s)
         if compute_s is not None:
-            series.compute.observe(compute_s)
+            tally.observe(series.compute, compute_s)
 
     def request_rejected(self, *, model: str, version: str, reason: str) -> None:
         """Count a refusal at the door (queue full, deadline unreachable, shutting down)."""
@@ -284,7 +292,7 @@ class ServingMetrics:
         child = self._status_series.get(status_code)
         if child is None:
             child = self._status_series[status_code] = self.http_responses.labels(str(status_code))
-        child.inc()
+        self._deferred.tally().inc(child)
 
     def _initialise_series(self, model: str, version: str) -> None:
         """Export zeros for a loaded model, so rate() and alerts see it before traffic."""
@@ -303,6 +311,7 @@ class ServingMetrics:
 
 def render_metrics(metrics: ServingMetrics) -> tuple[bytes, str]:
     """The ``/metrics`` body and content type: this process's registry, or every worker's."""
+    metrics.flush()
     families = list(_collect(metrics))
     body = generate_latest(_Families(families)) + render_triton_metrics(families)
     return body, CONTENT_TYPE_PLAIN_0_0_4

@@ -1,0 +1,118 @@
+"""Metric updates made during one event-loop turn, applied together at its end.
+
+Under load one turn answers a whole batch: 64 requests each add 1 to the same
+counters and observe the same histograms. With several workers every update is a
+locked write to a memory-mapped file (~1.4 µs, and ~4 µs a histogram observation), so
+the per-request metrics cost 30 µs, a twentieth of a request. Tallied, a turn costs
+one write per counter and per histogram bucket it touched, whatever its request count.
+
+Only the moment a value reaches the registry changes: ``render_metrics`` applies
+the tally first, so a scrape sees every update made before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from bisect import bisect_left
+from collections import Counter
+from typing import Any
+
+# prometheus-client's metric children (Counter, Gauge and Histogram after .labels()).
+MetricChild = Any
+
+
+class TurnTally:
+    """Increments and observations waiting for the end of the current turn."""
+
+    __slots__ = ("increments", "loop", "observations")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.increments: dict[MetricChild, float] = {}
+        self.observations: dict[MetricChild, list[float]] = {}
+
+    def inc(self, child: MetricChild, amount: float = 1.0) -> None:
+        self.increments[child] = self.increments.get(child, 0.0) + amount
+
+    def observe(self, child: MetricChild, amount: float) -> None:
+        amounts = self.observations.get(child)
+        if amounts is None:
+            self.observations[child] = [amount]
+        else:
+            amounts.append(amount)
+
+    def apply(self) -> None:
+        for child, amount in self.increments.items():
+            if amount:  # a gauge's +1 and -1 in one turn leave it where it was
+                child.inc(amount)
+        for child, amounts in self.observations.items():
+            observe_all(child, amounts)
+
+
+def observe_all(histogram: MetricChild, amounts: list[float]) -> None:
+    """``histogram.observe(amount)`` for each amount, one write per bucket touched.
+
+    Uses the child's ``_upper_bounds``, ``_buckets`` and ``_sum``: prometheus-client has
+    no public bulk observation. ``tests/serving/test_deferred_metrics.py`` checks the
+    result against ``observe`` on the pinned version; without them, it calls ``observe``.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    # observe() counts an amount in the first bucket whose bound is >= it; NaN in none.
+    counts = Counter(bisect_left(bounds, amount) for amount in amounts if not math.isnan(amount))
+    for index, count in counts.items():
+        buckets[index].inc(count)
+    total.inc(sum(amounts))
+
+
+class ImmediateUpdates:
+    """The tally's interface, applied at once: for updates made off the event loop."""
+
+    __slots__ = ()
+
+    def inc(self, child: MetricChild, amount: float = 1.0) -> None:
+        child.inc(amount)
+
+    def observe(self, child: MetricChild, amount: float) -> None:
+        child.observe(amount)
+
+
+IMMEDIATE = ImmediateUpdates()
+
+
+class DeferredUpdates:
+    """One :class:`TurnTally` per event-loop turn for the updates made on the loop;
+    updates made elsewhere (a thread, a test without a loop) are applied at once."""
+
+    def __init__(self) -> None:
+        self._tally: TurnTally | None = None
+
+    def tally(self) -> TurnTally | ImmediateUpdates:
+        """Where an update made now goes: this turn's tally, or straight to the metric."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return IMMEDIATE
+        tally = self._tally
+        if tally is None:
+            tally = self._tally = TurnTally(loop)
+            loop.call_soon(self._flush_turn, tally)
+        elif tally.loop is not loop:  # another loop's turn is open: do not share it
+            return IMMEDIATE
+        return tally
+
+    def flush(self) -> None:
+        """Apply what this turn tallied so far (the end of the turn does; so does a scrape)."""
+        tally, self._tally = self._tally, None
+        if tally is not None:
+            tally.apply()
+
+    def _flush_turn(self, tally: TurnTally) -> None:
+        if self._tally is tally:
+            self.flush()
