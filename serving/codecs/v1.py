@@ -1,6 +1,7 @@
 """The v1 API's wire formats: JSON and raw-byte image batches in, JSON predictions out.
 
-Decoding is one ``orjson.loads`` and one ``np.array``; when numpy cannot make a
+The usual JSON body (flat images, no other field) is parsed by simdjson straight into
+an array. Any other is one ``orjson.loads`` and one ``np.array``; when numpy cannot make a
 regular array of numbers, a slow walk over the parsed JSON (error path only) names
 the first offending element, so a client never sees numpy's wording or a 500.
 """
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from serving.codecs.tensors import (
     IMAGE_PIXELS,
@@ -26,12 +28,17 @@ _LAYOUTS = {
     (IMAGE_SIDE, IMAGE_SIDE): "28x28 nested lists",
     (1, IMAGE_SIDE, IMAGE_SIDE): "1x28x28 nested lists",
 }
+_UTF8_BOM = b"\xef\xbb\xbf"
 # An image's numbers sit at most 3 lists deep (1x28x28); deeper is malformed.
 _MAX_IMAGE_DEPTH = 3
 
 
 def decode_json_images(body: bytes, max_images: int) -> np.ndarray:
     """``{"images": [...]}`` -> float32 ``(N, 1, 28, 28)``; each image 784 or 28x28 numbers."""
+    flat = _plain_flat_images(body)
+    if flat is not None:
+        check_image_count(len(flat), max_images)
+        return validate_images(flat, max_images)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -61,6 +68,33 @@ def decode_json_images(body: bytes, max_images: int) -> np.ndarray:
     if is_suspect and (problem := _find_problem(images)):
         raise InvalidInput(problem)
     return validate_images(array, max_images)
+
+
+def _plain_flat_images(body: bytes) -> np.ndarray | None:
+    """The usual body, ``{"images": [[784 numbers], ...]}`` and nothing else, as float64
+    ``(N, 784)``; None for any other body, which the general decoder then parses and, if
+    it is malformed, describes.
+
+    simdjson parses the numbers straight into one buffer, where orjson makes a Python
+    float of each and numpy reads them back: 20 µs an image instead of 45. Its arrays
+    flatten whatever they hold, so the layout is proven first: no string but "images"
+    (two quotes), one '[' per image and one around them, and 784 elements in each.
+    """
+    if body.count(b'"') != 2 or body.startswith(_UTF8_BOM):  # orjson refuses a BOM
+        return None
+    try:
+        images = simdjson.Parser().parse(body)["images"]
+        count = len(images)
+        if count == 0 or body.count(b"[") != count + 1:
+            return None
+        for image in images:
+            if not isinstance(image, simdjson.Array) or len(image) != IMAGE_PIXELS:
+                return None
+        # TypeError here for true, false or null: simdjson converts no such thing.
+        pixels = np.frombuffer(images.as_buffer(of_type="d"), dtype=np.float64)
+    except (ValueError, TypeError, KeyError, RuntimeError):  # not JSON, or not this layout
+        return None
+    return pixels.reshape(count, IMAGE_PIXELS)
 
 
 def decode_octet_images(body: bytes, max_images: int) -> np.ndarray:
