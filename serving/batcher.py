@@ -216,7 +216,6 @@ class Batcher:
         self.stats.success.add(time.perf_counter() - started)
         self.stats.queue.add(result.queue_s)
         self.stats.inference_count += count
-        self.stats.last_inference_ms = int(time.time() * 1000)
         return result
 
     def _admit(self, count: int, deadline: float | None) -> None:
@@ -401,6 +400,7 @@ class Batcher:
         compute_s = time.perf_counter() - started
         self._on_batch(len(images), compute_s)
         self.stats.execution_count += 1
+        self.stats.last_inference_ms = int(time.time() * 1000)  # once a batch, not a request
         self.stats.compute_infer.add(compute_s)
         self.stats.batch_sizes.setdefault(len(images), DurationStat()).add(compute_s)
         self.record_batch_time(compute_s)

@@ -54,6 +54,12 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return new_request_id()
 
 
+def milliseconds(seconds: float) -> float:
+    """``seconds`` in ms to 3 decimals (µs), as ``round(seconds * 1e3, 3)`` gives for a
+    duration but in a third of its time: the access line has three of them."""
+    return int(seconds * 1e6 + 0.5) / 1000
+
+
 def server_timing(inference: Any, total_s: float) -> str:
     """``Server-Timing`` value in ms: queue and infer when a batch ran, total always."""
     total = f"total;dur={total_s * 1e3:.3f}"
@@ -125,7 +131,7 @@ class ObservabilityMiddleware:
             "method": scope["method"],
             "path": path,
             "status": status or None,  # None: the client left before any response
-            "total_ms": round(total_s * 1e3, 3),
+            "total_ms": milliseconds(total_s),
             "client": client[0] if client else None,
         }
         route = scope.get("route")
@@ -138,7 +144,7 @@ class ObservabilityMiddleware:
                 version=inference.version,
                 images=inference.images,
                 batch_images=inference.batch_images,
-                queue_ms=round(inference.queue_s * 1e3, 3),
-                compute_ms=round(inference.compute_s * 1e3, 3),
+                queue_ms=milliseconds(inference.queue_s),
+                compute_ms=milliseconds(inference.compute_s),
             )
         log_fields(access_logger, level, "request", fields)

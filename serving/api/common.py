@@ -105,7 +105,7 @@ async def read_body(request: Request) -> bytes:
 def request_deadline(request: Request, timeout_s: float | None = None) -> float:
     """The ``time.monotonic()`` instant this request must finish by: the smallest of the
     server's ``request_timeout_s``, the ``X-Request-Timeout-Ms`` header and ``timeout_s``."""
-    limits_s = [server_of(request).settings.request_timeout_s]
+    limit_s = server_of(request).settings.request_timeout_s
     header = request.headers.get(TIMEOUT_HEADER)
     if header is not None:
         try:
@@ -116,13 +116,13 @@ def request_deadline(request: Request, timeout_s: float | None = None) -> float:
             ) from None
         if not header_ms > 0:
             raise InvalidInput(f"header X-Request-Timeout-Ms: must be > 0, got {header!r}")
-        limits_s.append(header_ms / 1000)
+        limit_s = min(limit_s, header_ms / 1000)
     if timeout_s is not None:
         if not timeout_s > 0:
             raise InvalidInput(f"timeout must be > 0, got {timeout_s!r} s")
-        limits_s.append(timeout_s)
-    started = request.scope.get("state", {}).get("start_monotonic", time.monotonic())
-    return started + min(limits_s)
+        limit_s = min(limit_s, timeout_s)
+    started = request.scope.get("state", {}).get("start_monotonic")
+    return (time.monotonic() if started is None else started) + limit_s
 
 
 async def infer(

@@ -45,7 +45,8 @@ def validate_images(array: np.ndarray, max_images: int, field: str = "images") -
     check_image_count(array.shape[0], max_images, field)
     # Checked before the cast so that a huge float64 is reported, not overflowed to inf.
     # min/max propagate NaN, so one comparison covers NaN, inf and range.
-    if not (array.min() >= 0 and array.max() <= 1):
+    # The ufuncs' reduce, not ndarray.min/max: those add a Python frame each.
+    if not (np.minimum.reduce(array, axis=None) >= 0 and np.maximum.reduce(array, axis=None) <= 1):
         raise InvalidInput(_describe_bad_pixel(array, field))
     return np.ascontiguousarray(array, dtype=np.float32).reshape(
         array.shape[0], 1, IMAGE_SIDE, IMAGE_SIDE

@@ -8,6 +8,8 @@ import warnings
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.requests import Request
@@ -20,7 +22,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from serving.metrics import ServingMetrics, render_metrics
-from serving.middleware import ObservabilityMiddleware
+from serving.middleware import ObservabilityMiddleware, milliseconds
 from tests.support import metric_samples, metric_value
 
 RECORD = SimpleNamespace(
@@ -202,3 +204,10 @@ def test_access_log_can_be_turned_off(
 def test_lifespan_passes_through(metrics: ServingMetrics) -> None:
     with TestClient(build_app(metrics)) as client:
         assert client.get("/v2/health/ready").status_code == 200
+
+
+@settings(max_examples=500)
+@given(st.floats(min_value=0, max_value=3600, allow_nan=False))
+def test_milliseconds_are_the_duration_rounded_to_microseconds(seconds: float) -> None:
+    assert milliseconds(seconds) == pytest.approx(round(seconds * 1e3, 3), abs=1.0001e-3)
+    assert milliseconds(seconds) == round(milliseconds(seconds), 3)
