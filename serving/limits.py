@@ -108,7 +108,7 @@ async def receive_by(
     """``await receive()``, or None once the loop's clock passes ``deadline``.
 
     What ``asyncio.timeout_at`` does, with one loop timer and none of its bookkeeping:
-    it ran once per request and cost 10 µs of the hot path, this 3.
+    it ran once per request and cost 11 µs of the hot path, this 5.
     """
     task = asyncio.current_task()
     assert task is not None

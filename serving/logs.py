@@ -88,7 +88,7 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
     A record that would reach only one plain stream handler with a :class:`JsonFormatter`
     (the configuration :func:`logging_config` makes) is written to that handler's stream
     directly, as the same line, without building a ``LogRecord`` and walking ``logging``'s
-    machinery: 5 µs instead of 40 for an access line. Any other configuration (another
+    machinery: 13 µs instead of 25 for an access line. Any other configuration (another
     handler, a filter, a test's log capture) gets the ordinary ``logger.log``.
     """
     if not logger.isEnabledFor(level):

@@ -37,8 +37,7 @@ def decode_json_images(body: bytes, max_images: int) -> np.ndarray:
     """``{"images": [...]}`` -> float32 ``(N, 1, 28, 28)``; each image 784 or 28x28 numbers."""
     flat = _plain_flat_images(body)
     if flat is not None:
-        check_image_count(len(flat), max_images)
-        return validate_images(flat, max_images)
+        return validate_images(flat, max_images)  # which also checks the image count
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
