@@ -10,6 +10,8 @@ Batches run on one worker thread, except two kinds that run on the event loop:
 those quicker than the hand-off itself, and a lone request's batch while the
 server has nothing else in flight (nobody waits for the loop then, and the
 hand-off's two cross-CPU thread wake-ups are saved), bounded by a predicted time.
+A lone request whose caller knows it is alone, on an idle batcher, skips the queue
+too: it runs straight from ``submit``.
 """
 
 from __future__ import annotations
@@ -198,18 +200,26 @@ class Batcher:
         batches_ahead = math.ceil((self._queued_images + images) / self.config.max_batch_size)
         return (batches_ahead + int(self._is_busy)) * self._batch_time_s
 
-    async def submit(self, images: np.ndarray, *, deadline: float | None = None) -> BatchResult:
+    async def submit(
+        self, images: np.ndarray, *, deadline: float | None = None, is_alone: bool = False
+    ) -> BatchResult:
         """Queue ``images`` (N, ...) and wait for their outputs.
 
         A request larger than ``max_batch_size`` runs alone, as one call. ``deadline`` is a
         ``time.monotonic()`` instant: a request that cannot make it is refused at the door,
-        and one that expires while queued is dropped unrun (504).
+        and one that expires while queued is dropped unrun (504). ``is_alone``: the caller
+        knows no other request waits to be handled, not even one yet to start; with the
+        batcher idle the batch of one then runs here and now (see :meth:`_lone_promise_s`).
         """
         count = len(images)
         self._admit(count, deadline)
         started = time.perf_counter()
         try:
-            result = await self._wait(self._enqueue(images, deadline), deadline)
+            lone_promise_s = self._lone_promise_s(count) if is_alone else None
+            if lone_promise_s is not None:
+                result = self._run_lone(images, lone_promise_s, started)
+            else:
+                result = await self._wait(self._enqueue(images, deadline), deadline)
         except (DeadlineExceeded, InferenceFailed):
             self.stats.fail.add(time.perf_counter() - started)
             raise
@@ -371,6 +381,32 @@ class Batcher:
         self._is_depth_report_due = False
         self._on_queue_depth(self._queued_images, self._queued_requests)
 
+    def _lone_promise_s(self, images: int) -> float | None:
+        """The time a lone request may take on the event loop straight from ``submit``,
+        or None.
+
+        With nothing queued or running it is the batch the batching loop would form next,
+        and running it here saves the hand-off there and back (two task switches, a
+        future, a timer, two queue-depth reports): 12 % of a lone request's CPU over HTTP.
+        ``submit`` asks only when its caller knows no other request waits to start: one
+        that finished within ``submit`` while others waited would leave each next one
+        alone in turn, and batches would never form again.
+        """
+        if self._queue or self._is_busy or self._is_closing or not self._is_server_idle():
+            return None
+        return self._inline_promise_s(1, images)
+
+    def _run_lone(self, images: np.ndarray, promised_s: float, started: float) -> BatchResult:
+        try:
+            outputs = self._run_inline(images, promised_s)
+        except Exception as error:  # the model failed on this request's images alone
+            self._on_batch(len(images), time.perf_counter() - started)
+            logger.error("inference failed for model %s: %r", self.name, error)
+            raise _inference_failed(error) from None
+        compute_s = time.perf_counter() - started
+        self._record_batch(len(images), compute_s)
+        return BatchResult(outputs, 0.0, compute_s, len(images))
+
     async def _execute(self, batch: list[_Pending]) -> None:
         """Run one batch; on failure bisect it so only the poisoned request fails."""
         started = time.perf_counter()
@@ -398,14 +434,17 @@ class Batcher:
             self._fail(batch[0], error)
             return
         compute_s = time.perf_counter() - started
-        self._on_batch(len(images), compute_s)
+        self._record_batch(len(images), compute_s)
+        self._deliver(batch, outputs, started, compute_s)
+
+    def _record_batch(self, images: int, compute_s: float) -> None:
+        self._on_batch(images, compute_s)
         self.stats.execution_count += 1
         self.stats.last_inference_ms = int(time.time() * 1000)  # once a batch, not a request
         self.stats.compute_infer.add(compute_s)
-        self.stats.batch_sizes.setdefault(len(images), DurationStat()).add(compute_s)
+        self.stats.batch_sizes.setdefault(images, DurationStat()).add(compute_s)
         self.record_batch_time(compute_s)
-        self._last_batch_images = len(images)
-        self._deliver(batch, outputs, started, compute_s)
+        self._last_batch_images = images
 
     def _inline_promise_s(self, requests: int, images: int) -> float | None:
         """The time a batch may take on the event loop, or None: it runs on the thread."""
@@ -468,12 +507,7 @@ class Batcher:
 
     def _fail(self, pending: _Pending, error: Exception) -> None:
         if not pending.future.done():
-            pending.future.set_exception(
-                InferenceFailed(
-                    f"ONNX Runtime failed on this request's images ({type(error).__name__}); "
-                    "the other requests of its batch were answered"
-                )
-            )
+            pending.future.set_exception(_inference_failed(error))
 
     async def close(self) -> None:
         """Refuse new requests, finish every queued one, then stop the loop and its thread."""
@@ -482,3 +516,10 @@ class Batcher:
         if self._loop_task is not None:
             await self._loop_task
         self._executor.shutdown(wait=True)
+
+
+def _inference_failed(error: Exception) -> InferenceFailed:
+    return InferenceFailed(
+        f"ONNX Runtime failed on this request's images ({type(error).__name__}); "
+        "the other requests of its batch were answered"
+    )

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from serving.api.common import SERVER_TASKS
 from serving.shutdown import DrainingHttpProtocol
 
 # Past this many held bytes a write goes out at once, so a large or streamed body still
@@ -84,6 +85,11 @@ class ServingHttpProtocol(DrainingHttpProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # uvicorn has just made this request's task and added it to the set.
+        self.scope.setdefault("extensions", {})[SERVER_TASKS] = self.server_state.tasks
 
     def on_response_complete(self) -> None:
         # Alone, the answer leaves now, not after the app's after-work (its access line,

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from serving.batcher import BatchResult
 from serving.errors import (
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from serving.repository import ServedModel
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
+# The scope extension ServingHttpProtocol sets to the live set of its server's request
+# tasks, those created and not yet started included: read by :func:`is_alone`.
+SERVER_TASKS = "mnist_serve.server_tasks"
 
 logger = logging.getLogger("mnist_serve.app")
 
@@ -139,7 +143,7 @@ async def infer(
     deadline = request_deadline(request, timeout_s)
     request.state.is_counted = True
     try:
-        result = await _submit(server, model, images, deadline)
+        result = await _submit(server, model, images, deadline, is_alone=is_alone(request.scope))
         check_outputs(model, result.outputs, len(images))
     except ServingError as error:
         outcome = _OUTCOMES.get(type(error), "server_error")
@@ -162,19 +166,27 @@ async def infer(
 
 
 async def _submit(
-    server: Server, model: ServedModel, images: np.ndarray, deadline: float
+    server: Server, model: ServedModel, images: np.ndarray, deadline: float, *, is_alone: bool
 ) -> BatchResult:
     """Submit to the model's batcher; if a reload retired it while this request was read,
     its replacement (same name and version) answers instead of a refusal."""
     try:
-        return await model.batcher.submit(images, deadline=deadline)
+        return await model.batcher.submit(images, deadline=deadline, is_alone=is_alone)
     except Overloaded as error:
         if error.reason != "shutting_down" or server.is_draining:
             raise
         replacement = server.repository.get(model.name, model.version)  # 404 once unloaded
         if replacement is model:
             raise
-        return await replacement.batcher.submit(images, deadline=deadline)
+        return await replacement.batcher.submit(images, deadline=deadline, is_alone=is_alone)
+
+
+def is_alone(scope: Scope) -> bool:
+    """Whether the HTTP server says it holds no request but this one, started or not
+    (:data:`SERVER_TASKS`); False under a server that does not say."""
+    extensions = scope.get("extensions")
+    tasks = None if extensions is None else extensions.get(SERVER_TASKS)
+    return tasks is not None and len(tasks) <= 1
 
 
 def check_outputs(model: ServedModel, outputs: np.ndarray, images: int) -> None:
