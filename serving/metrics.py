@@ -106,6 +106,7 @@ class ServingMetrics:
             GCCollector(registry=self.registry)
         self._request_series: dict[tuple[str, str, str], _RequestSeries] = {}
         self._queue_depth_series: dict[tuple[str, str], tuple[Gauge, Gauge]] = {}
+        self._batch_series: dict[tuple[str, str], tuple[Counter, Histogram, Histogram]] = {}
         self._status_series: dict[int, Counter] = {}
         # This process's requests being handled (the gauge may sum several workers).
         self.requests_in_flight = 0
@@ -262,9 +263,18 @@ class ServingMetrics:
 
     def batch_executed(self, *, model: str, version: str, images: int, compute_s: float) -> None:
         """Count one ONNX Runtime call of ``images`` images."""
-        self.batches.labels(model, version).inc()
-        self.batch_size.labels(model, version).observe(images)
-        self.compute_duration.labels(model, version).observe(compute_s)
+        key = (model, version)
+        series = self._batch_series.get(key)
+        if series is None:
+            series = self._batch_series[key] = (
+                self.batches.labels(model, version),
+                self.batch_size.labels(model, version),
+                self.compute_duration.labels(model, version),
+            )
+        tally = self._deferred.tally()
+        tally.inc(series[0])
+        tally.observe(series[1], images)
+        tally.observe(series[2], compute_s)
 
     def set_queue_depth(
         self, *, model: str, version: str, images: int, requests: int | None = None

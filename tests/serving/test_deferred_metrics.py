@@ -68,6 +68,8 @@ def drive(metrics: ServingMetrics, requests: int) -> None:
         )
         metrics.http_response(200 if index % 4 else 400)
         metrics.request_ended()
+        if index % 8 == 0:  # a batch of eight, or a lone request's
+            metrics.batch_executed(**READY, images=index % 9 + 1, compute_s=AMOUNTS[index % 10])
 
 
 def new_metrics() -> ServingMetrics:
@@ -102,6 +104,8 @@ def test_updates_on_the_event_loop_end_where_immediate_ones_do() -> None:
     assert process_figures_dropped(scrape(tallied)) == expected
     labels = {**READY, "endpoint": "v1", "outcome": "success"}
     assert metric_value(expected, "mnist_serve_requests_total", **labels) == 96
+    assert metric_value(expected, "mnist_serve_batch_executions_total", **READY) == 16
+    assert metric_value(expected, "mnist_serve_batch_size_images_count", **READY) == 16
 
 
 def test_a_turns_updates_wait_for_its_end() -> None:
