@@ -416,6 +416,7 @@ async def keep_asking(host: str, port: int, image: np.ndarray) -> None:
     """One keep-alive client: a request, its whole answer, the next request."""
     reader, writer = await asyncio.open_connection(host, port)
     request = b"".join(predict_request(image))
+    label = expected_label(image)
     try:
         for _ in range(REQUESTS_PER_CLIENT):
             writer.write(request)
@@ -427,7 +428,7 @@ async def keep_asking(host: str, port: int, image: np.ndarray) -> None:
                 if line.lower().startswith(b"content-length:")
             )
             answer = orjson.loads(await reader.readexactly(length))
-            assert answer["predictions"][0]["label"] == expected_label(image)
+            assert answer["predictions"][0]["label"] == label
     finally:
         writer.close()
 
