@@ -21,7 +21,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from serving.api.common import error_response
+from serving.api.common import error_response, server_extension
 from serving.errors import PayloadTooLarge, ServingError
 
 # The scope extension HeadDeadlineProtocol sets once a request's whole body has arrived:
@@ -98,8 +98,7 @@ class BodyLimitMiddleware:
 
 def is_body_received(scope: Scope) -> bool:
     """Whether the server says it holds the request's whole body (:data:`BODY_RECEIVED`)."""
-    extensions = scope.get("extensions")
-    return extensions is not None and extensions.get(BODY_RECEIVED) is True
+    return server_extension(scope, BODY_RECEIVED) is True
 
 
 async def receive_by(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -181,11 +181,16 @@ async def _submit(
         return await replacement.batcher.submit(images, deadline=deadline, is_alone=is_alone)
 
 
+def server_extension(scope: Scope, name: str) -> Any:
+    """What the HTTP server put in the scope's ``extensions`` under ``name``, or None."""
+    extensions = scope.get("extensions")
+    return None if extensions is None else extensions.get(name)
+
+
 def is_alone(scope: Scope) -> bool:
     """Whether the HTTP server says it holds no request but this one, started or not
     (:data:`SERVER_TASKS`); False under a server that does not say."""
-    extensions = scope.get("extensions")
-    tasks = None if extensions is None else extensions.get(SERVER_TASKS)
+    tasks = server_extension(scope, SERVER_TASKS)
     return tasks is not None and len(tasks) <= 1
 
 
