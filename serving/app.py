@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
         yield
         server.is_draining = True
         await server.repository.close()
+        server.metrics.flush()  # the last requests' updates, before a worker's files close
 
     app = as_serving_app(
         FastAPIOffline(

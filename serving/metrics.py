@@ -110,7 +110,7 @@ class ServingMetrics:
         self._status_series: dict[int, Counter] = {}
         # This process's requests being handled (the gauge may sum several workers).
         self.requests_in_flight = 0
-        # Per-request updates on the event loop, applied once per turn.
+        # Per-request updates on the event loop, applied together (deferred_metrics).
         self._deferred = DeferredUpdates()
 
     def _define_counters(self) -> None:
@@ -224,7 +224,7 @@ class ServingMetrics:
         self.requests_in_flight -= 1
 
     def flush(self) -> None:
-        """Apply the updates this event-loop turn has tallied (``render_metrics`` calls it)."""
+        """Apply the updates tallied so far (``render_metrics`` and the app's shutdown do)."""
         self._deferred.flush()
 
     def request_finished(

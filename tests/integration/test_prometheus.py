@@ -309,6 +309,8 @@ def test_two_workers_report_the_exact_total(tiny_repo: Path) -> None:
         before = served()
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda _: infer(client, base_url), range(requests)))
+        # A worker applies its requests' updates within FLUSH_AFTER_S (10 ms) of them.
+        poll(lambda: served() >= before + requests, timeout_s=5, what="both workers' counts")
         totals = [served() for _ in range(8)]
 
     assert totals == [before + requests] * 8

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client import generate_latest
 from starlette.exceptions import StarletteDeprecationWarning
 
+from serving import deferred_metrics
 from serving.app import create_app
 from serving.metrics import ServingMetrics, prepare_multiprocess_dir, render_metrics
 from serving.settings import Settings
@@ -334,6 +336,26 @@ def test_app_counts_requests_images_and_batches_exactly(client: TestClient) -> N
     assert deltas.delta("nv_inference_exec_count_total", **LATEST) == 5
     # ... and the first scrape's own 200, counted once its body was sent.
     assert deltas.delta("mnist_serve_http_responses_total", status_code="200") == 5 + 1
+
+
+def test_app_shutdown_applies_the_updates_still_tallied(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deferred_metrics, "FLUSH_AFTER_S", 3600.0)  # only shutdown applies
+    app = create_app(Settings(models_dir=tiny_repo))
+    registry = app.state.server.metrics.registry
+
+    def served() -> float:  # the registry as is, without render_metrics's flush
+        samples = metric_samples(generate_latest(registry).decode())
+        return metric_value(samples, "mnist_serve_requests_total", **LATEST, outcome="success")
+
+    with TestClient(app) as test_client:
+        for _ in range(3):
+            response = test_client.post("/v1/models/tiny/predict", content=v1_body(1), headers=JSON)
+            assert response.status_code == 200
+        still_tallied = served()
+
+    assert (still_tallied, served()) == (0, 3)
 
 
 def test_app_counts_bad_requests_as_client_errors(client: TestClient) -> None:
