@@ -7,10 +7,15 @@ against a plain ASGI app with a batcher (``loadtest/plain_app.py``, the ceiling 
 shows what mnist-serve's framework and features cost per request), in the same run;
 then 256-image requests (v1 octet-stream in, JSON out; and V2 with the binary tensor
 extension, UINT8 in and FP32 out) sent back to back, against raw ONNX
-Runtime on the same model file with the same thread settings. Those three alternate
-in short rounds, so a shared machine's drifting speed falls on all of them alike.
-Each server is started here, alone, on a free port (or give ``--host`` to measure a
-running one).
+Runtime on the same model file with the same thread settings.
+
+Every server is started here at once, each on a free port (or give ``--host`` to
+measure a running one), and measured side by side: each row (body, concurrency) is
+split into short rounds that go to every server in turn, and the 256-image requests
+alternate with raw ONNX Runtime the same way. A shared machine's speed drifts by a
+third within minutes; alternating makes the drift fall on every server alike, so the
+ratios between rows of one table hold even when the absolute numbers move. Idle
+servers cost next to nothing: their timers take about 2 % of one core for all four.
 
 Load comes from ``wrk`` (1 thread, ``wrk_post.lua``), else from the asyncio
 fallback in ``pyload.py``. The load generator shares the machine's cores with the
@@ -30,7 +35,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -49,6 +54,8 @@ BIG_BATCH_IMAGES = 256
 # Big-batch bodies measured against raw ONNX Runtime, and the one the target is about.
 BIG_BATCH_BODIES = ("octet", "v2-binary")
 BIG_BATCH_TARGET_BODY = "v2-binary"
+# Single-image bodies of the table; the reference servers take JSON only.
+BODIES = ("json", "octet")
 
 
 def reference_server_command(factory: str) -> list[str]:
@@ -89,10 +96,22 @@ class Point:
     p50_ms: float
     p99_ms: float
     errors: int
+    # Each round's req/s, and when it started (seconds since the first round of the run).
+    round_rps: tuple[float, ...] = ()
+    round_started_s: tuple[float, ...] = ()
 
     @property
     def images_per_s(self) -> float:
         return self.rps * self.images_per_request
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A server of the table: its name in the report, its URL, the bodies it accepts."""
+
+    name: str
+    url: str
+    bodies: tuple[str, ...]
 
 
 def generate_load(
@@ -137,25 +156,44 @@ def check_answer(base_url: str, payload: Payload, labels: list[int]) -> None:
         raise RuntimeError(f"{base_url}: only {correct} of {len(payload.indices)} labels correct")
 
 
-def measure(
-    server: str,
-    base_url: str,
+def measure_row(
+    contenders: list[Contender],
     payload: Payload,
     body: str,
     concurrency: int,
     args: argparse.Namespace,
-) -> Point:
-    url = base_url + payload.path
+) -> list[Point]:
+    """One row on every contender: warm each up, then ``args.rounds`` rounds, each giving
+    every contender one slice of the row's duration in turn."""
     if args.warmup_s > 0:
-        generate_load(url, payload, concurrency, args.warmup_s, args.scratch / "body")
-    result = generate_load(url, payload, concurrency, args.duration_s, args.scratch / "body")
-    point = to_point(server, body, concurrency, payload, result)
-    print(
-        f"  {server:<28} {body:<6} c={concurrency:<3} {point.rps:9.0f} req/s  "
-        f"p50 {point.p50_ms:6.2f} ms  p99 {point.p99_ms:6.2f} ms  errors {point.errors}",
-        flush=True,
-    )
-    return point
+        for contender in contenders:
+            url = contender.url + payload.path
+            generate_load(url, payload, concurrency, args.warmup_s, args.scratch / "body")
+    slice_s = max(1.0, args.duration_s / args.rounds)
+    results: dict[str, list[dict[str, float]]] = {c.name: [] for c in contenders}
+    started: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for _ in range(args.rounds):
+        for contender in contenders:
+            started[contender.name].append(time.monotonic() - args.clock_origin)
+            url = contender.url + payload.path
+            load = generate_load(url, payload, concurrency, slice_s, args.scratch / "body")
+            results[contender.name].append(load)
+    points = []
+    for contender in contenders:
+        rounds = results[contender.name]
+        point = replace(
+            to_point(contender.name, body, concurrency, payload, combine(rounds)),
+            round_rps=tuple(load["requests"] / (load["duration_us"] / 1e6) for load in rounds),
+            round_started_s=tuple(started[contender.name]),
+        )
+        print(
+            f"  {point.server:<28} {body:<6} c={concurrency:<3} {point.rps:9.0f} req/s "
+            f"(rounds {min(point.round_rps):.0f}-{max(point.round_rps):.0f})  "
+            f"p50 {point.p50_ms:6.2f} ms  p99 {point.p99_ms:6.2f} ms  errors {point.errors}",
+            flush=True,
+        )
+        points.append(point)
+    return points
 
 
 def to_point(
@@ -203,25 +241,24 @@ class RawOnnxRuntime:
         return runs * len(next(iter(self._feed.values()))), time.perf_counter() - started
 
 
-def bench_server(
-    server: str,
-    base_url: str,
+def bench_side_by_side(
+    contenders: list[Contender],
     builder: PayloadBuilder,
     labels: list[int],
-    bodies: list[str],
     args: argparse.Namespace,
 ) -> list[Point]:
+    """Every row, each measured on every contender that accepts its body, alternating."""
     payloads = {
         "json": builder.v1_json(args.model, (0,)),
         "octet": builder.v1_octet(args.model, (0,)),
     }
     points = []
-    for body in bodies:
-        check_answer(base_url, payloads[body], labels)
-        points += [
-            measure(server, base_url, payloads[body], body, concurrency, args)
-            for concurrency in args.concurrency
-        ]
+    for body, payload in payloads.items():
+        serving = [contender for contender in contenders if body in contender.bodies]
+        for contender in serving:
+            check_answer(contender.url, payload, labels)
+        for concurrency in args.concurrency:
+            points += measure_row(serving, payload, body, concurrency, args)
     return points
 
 
@@ -294,36 +331,61 @@ def run(args: argparse.Namespace, out_dir: Path) -> tuple[list[Point], BigBatch]
     version = latest_version(args.models_dir, args.model)
     model_path = args.models_dir / args.model / version / MODEL_FILE
     raw = RawOnnxRuntime(model_path, fixture.pixels()[:BIG_BATCH_IMAGES], args.threads)
-    bodies = [] if args.big_batch_only else ["json", "octet"]
-    points: list[Point] = []
+    with ExitStack() as servers:
+        contenders = start_contenders(args, out_dir, model_path, servers)
+        args.clock_origin = time.monotonic()
+        points = (
+            [] if args.big_batch_only else bench_side_by_side(contenders, builder, labels, args)
+        )
+        ours = contenders[0]
+        return points, bench_big_batch(ours.name, ours.url, builder, labels, raw, args)
+
+
+def start_contenders(
+    args: argparse.Namespace, out_dir: Path, model_path: Path, servers: ExitStack
+) -> list[Contender]:
+    """The servers of the table, all running until ``servers`` closes; ours first."""
     if args.host:
-        points += bench_server("given server", args.host, builder, labels, bodies, args)
-        return points, bench_big_batch("given server", args.host, builder, labels, raw, args)
-    name = "mnist-serve, batching on"
-    with running_server(
-        args.models_dir.resolve(), out_dir / "server-batching-on.log", server_env(args, True)
-    ) as url:
-        points += bench_server(name, url, builder, labels, bodies, args)
-        big = bench_big_batch(name, url, builder, labels, raw, args)
+        return [Contender("given server", args.host, BODIES)]
+    models_dir = args.models_dir.resolve()
+
+    def start(log: str, env: dict[str, str], command: list[str] | None = None) -> str:
+        return servers.enter_context(
+            running_server(models_dir, out_dir / log, env, command=command)
+        )
+
+    contenders = [
+        Contender(
+            "mnist-serve, batching on",
+            start("server-batching-on.log", server_env(args, True)),
+            BODIES,
+        )
+    ]
     if args.big_batch_only:
-        return points, big
-    name = "mnist-serve, batching off"
-    with running_server(
-        args.models_dir.resolve(), out_dir / "server-batching-off.log", server_env(args, False)
-    ) as url:
-        points += bench_server(name, url, builder, labels, bodies, args)
+        return contenders
+    contenders.append(
+        Contender(
+            "mnist-serve, batching off",
+            start("server-batching-off.log", server_env(args, False)),
+            BODIES,
+        )
+    )
     if not args.no_baseline:
         env = {"BASELINE_MODEL_PATH": str(model_path.resolve())}
-        log = out_dir / "server-baseline.log"
-        with running_server(args.models_dir, log, env, command=BASELINE_COMMAND) as url:
-            points += bench_server(
-                "baseline (FastAPI+pydantic)", url, builder, labels, ["json"], args
-            )
-        command = [*PLAIN_COMMAND, "--workers", str(args.server_workers)]
-        log = out_dir / "server-plain.log"
-        with running_server(args.models_dir, log, env, command=command) as url:
-            points += bench_server("plain ASGI + batcher", url, builder, labels, ["json"], args)
-    return points, big
+        plain_command = [*PLAIN_COMMAND, "--workers", str(args.server_workers)]
+        contenders += [
+            Contender(
+                "baseline (FastAPI+pydantic)",
+                start("server-baseline.log", env, BASELINE_COMMAND),
+                ("json",),
+            ),
+            Contender(
+                "plain ASGI + batcher",
+                start("server-plain.log", env, plain_command),
+                ("json",),
+            ),
+        ]
+    return contenders
 
 
 def find(points: list[Point], server_prefix: str, body: str, concurrency: int) -> Point | None:
@@ -347,21 +409,25 @@ BIG_BATCH_LABELS = {
 
 def format_report(points: list[Point], big: BigBatch, args: argparse.Namespace) -> str:
     lines = [
-        f"Model {args.model}, single-image requests, {args.duration_s:g} s per row, "
+        f"Model {args.model}, single-image requests, {args.duration_s:g} s per row and server "
+        f"in {args.rounds} rounds alternating between the servers, "
         f"load from {'wrk (1 thread)' if shutil.which('wrk') else 'pyload.py (asyncio)'} "
         f"on the same {os.cpu_count()}-core machine; server: {args.server_workers} worker(s), "
         f"{args.threads} ORT intra-op thread(s).",
     ]
     if points:
+        # Grouped by server as measured first (ours first), then body; concurrency in order.
+        servers = list(dict.fromkeys(point.server for point in points))
         lines += [
             "",
-            "| server | body | concurrency | req/s | p50 ms | p99 ms | errors |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| server | body | concurrency | req/s | rounds: min-max | p50 ms | p99 ms | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {p.server} | {p.body} | {p.concurrency} | {p.rps:,.0f} | {p.p50_ms:.2f} "
+            f"| {p.server} | {p.body} | {p.concurrency} | {p.rps:,.0f} "
+            f"| {min(p.round_rps):,.0f}-{max(p.round_rps):,.0f} | {p.p50_ms:.2f} "
             f"| {p.p99_ms:.2f} | {p.errors} |"
-            for p in points
+            for p in sorted(points, key=lambda p: (servers.index(p.server), BODIES.index(p.body)))
         ]
     lines += [
         "",
@@ -468,7 +534,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=5,
-        help="Rounds of 256-image requests alternating with raw ONNX Runtime (default 5)",
+        help="Rounds each row is split into, alternating between the servers, and rounds"
+        " of 256-image requests alternating with raw ONNX Runtime (default 5)",
     )
     parser.add_argument(
         "--big-batch-only",

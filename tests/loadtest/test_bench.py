@@ -11,6 +11,13 @@ import pytest
 
 from tests.support import PUBLISHED_MODELS, REPO_ROOT
 
+ALL_SERVERS = [
+    "mnist-serve, batching on",
+    "mnist-serve, batching off",
+    "baseline (FastAPI+pydantic)",
+    "plain ASGI + batcher",
+]
+
 
 @pytest.mark.slow
 def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> None:
@@ -28,15 +35,20 @@ def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> No
     measured = {(p["server"], p["body"], p["concurrency"]) for p in results["points"]}
     assert measured == {
         (server, body, concurrency)
-        for server in ("mnist-serve, batching on", "mnist-serve, batching off")
+        for server in ALL_SERVERS[:2]
         for body in ("json", "octet")
         for concurrency in (1, 4)
-    } | {
-        (server, "json", concurrency)
-        for server in ("baseline (FastAPI+pydantic)", "plain ASGI + batcher")
-        for concurrency in (1, 4)
-    }
+    } | {(server, "json", concurrency) for server in ALL_SERVERS[2:] for concurrency in (1, 4)}
     assert all(p["errors"] == 0 and p["rps"] > 0 for p in results["points"]), results
+    # Side by side: each row's two rounds go to every server in turn, ours first.
+    for body, servers in (("json", ALL_SERVERS), ("octet", ALL_SERVERS[:2])):
+        for concurrency in (1, 4):
+            row = [
+                p for p in results["points"] if (p["body"], p["concurrency"]) == (body, concurrency)
+            ]
+            assert all(len(p["round_rps"]) == 2 and min(p["round_rps"]) > 0 for p in row), row
+            slices = sorted((started, p["server"]) for p in row for started in p["round_started_s"])
+            assert [server for _, server in slices] == [*servers, *servers], slices
     big = results["big_batch"]
     assert [(p["body"], p["images_per_request"], p["errors"]) for p in big["points"]] == [
         ("octet", 256, 0),
@@ -47,7 +59,13 @@ def test_bench_measures_every_configuration_without_errors(tmp_path: Path) -> No
         "octet": 2,
         "v2-binary": 2,
     }
-    assert "| mnist-serve, batching on | json | 4 |" in finished.stdout
+    table = [line for line in finished.stdout.splitlines() if line.startswith("| mnist-serve")]
+    assert [line.split(" | ")[:3] for line in table] == [
+        ["| " + server, body, str(concurrency)]
+        for server in ALL_SERVERS[:2]
+        for body in ("json", "octet")
+        for concurrency in (1, 4)
+    ]
     assert "| V2 binary tensors, UINT8 in, FP32 out |" in finished.stdout
     assert "256-image binary request" in finished.stdout
     assert "vs the plain ASGI app with a batcher" not in finished.stdout  # no concurrency 64
