@@ -10,12 +10,13 @@ extension, UINT8 in and FP32 out) sent back to back, against raw ONNX
 Runtime on the same model file with the same thread settings.
 
 Every server is started here at once, each on a free port (or give ``--host`` to
-measure a running one), and measured side by side: each row (body, concurrency) is
-split into short rounds that go to every server in turn, and the 256-image requests
-alternate with raw ONNX Runtime the same way. A shared machine's speed drifts by a
-third within minutes; alternating makes the drift fall on every server alike, so the
-ratios between rows of one table hold even when the absolute numbers move. Idle
-servers cost next to nothing: their timers take about 2 % of one core for all four.
+measure a running one), and measured side by side: each concurrency is split into short
+rounds that go in turn to every server with every body it takes (its lanes), and the
+256-image requests alternate with raw ONNX Runtime the same way. A shared machine's
+speed drifts by a third within minutes; alternating makes the drift fall on every lane
+alike, so the ratios between rows of one table hold even when the absolute numbers
+move. Idle servers cost next to nothing: their timers take about 2 % of one core for
+all four.
 
 Load comes from ``wrk`` (1 thread, ``wrk_post.lua``), else from the asyncio
 fallback in ``pyload.py``. The load generator shares the machine's cores with the
@@ -114,6 +115,15 @@ class Contender:
     bodies: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One server and one body: what a round of a row gives a slice of its time to."""
+
+    contender: Contender
+    body: str
+    payload: Payload
+
+
 def generate_load(
     url: str, payload: Payload, connections: int, duration_s: float, body_file: Path
 ) -> dict[str, float]:
@@ -156,38 +166,32 @@ def check_answer(base_url: str, payload: Payload, labels: list[int]) -> None:
         raise RuntimeError(f"{base_url}: only {correct} of {len(payload.indices)} labels correct")
 
 
-def measure_row(
-    contenders: list[Contender],
-    payload: Payload,
-    body: str,
-    concurrency: int,
-    args: argparse.Namespace,
-) -> list[Point]:
-    """One row on every contender: warm each up, then ``args.rounds`` rounds, each giving
-    every contender one slice of the row's duration in turn."""
+def measure_row(lanes: list[Lane], concurrency: int, args: argparse.Namespace) -> list[Point]:
+    """One concurrency on every lane: warm each up, then ``args.rounds`` rounds, each giving
+    every lane one slice of the row's duration in turn, so that servers and bodies alike
+    are compared within seconds of each other."""
     if args.warmup_s > 0:
-        for contender in contenders:
-            url = contender.url + payload.path
-            generate_load(url, payload, concurrency, args.warmup_s, args.scratch / "body")
+        for lane in lanes:
+            url = lane.contender.url + lane.payload.path
+            generate_load(url, lane.payload, concurrency, args.warmup_s, args.scratch / "body")
     slice_s = max(1.0, args.duration_s / args.rounds)
-    results: dict[str, list[dict[str, float]]] = {c.name: [] for c in contenders}
-    started: dict[str, list[float]] = {c.name: [] for c in contenders}
+    results: list[list[dict[str, float]]] = [[] for _ in lanes]
+    started: list[list[float]] = [[] for _ in lanes]
     for _ in range(args.rounds):
-        for contender in contenders:
-            started[contender.name].append(time.monotonic() - args.clock_origin)
-            url = contender.url + payload.path
-            load = generate_load(url, payload, concurrency, slice_s, args.scratch / "body")
-            results[contender.name].append(load)
+        for lane, lane_results, lane_started in zip(lanes, results, started, strict=True):
+            lane_started.append(time.monotonic() - args.clock_origin)
+            url = lane.contender.url + lane.payload.path
+            load = generate_load(url, lane.payload, concurrency, slice_s, args.scratch / "body")
+            lane_results.append(load)
     points = []
-    for contender in contenders:
-        rounds = results[contender.name]
+    for lane, rounds, lane_started in zip(lanes, results, started, strict=True):
         point = replace(
-            to_point(contender.name, body, concurrency, payload, combine(rounds)),
+            to_point(lane.contender.name, lane.body, concurrency, lane.payload, combine(rounds)),
             round_rps=tuple(load["requests"] / (load["duration_us"] / 1e6) for load in rounds),
-            round_started_s=tuple(started[contender.name]),
+            round_started_s=tuple(lane_started),
         )
         print(
-            f"  {point.server:<28} {body:<6} c={concurrency:<3} {point.rps:9.0f} req/s "
+            f"  {point.server:<28} {lane.body:<6} c={concurrency:<3} {point.rps:9.0f} req/s "
             f"(rounds {min(point.round_rps):.0f}-{max(point.round_rps):.0f})  "
             f"p50 {point.p50_ms:6.2f} ms  p99 {point.p99_ms:6.2f} ms  errors {point.errors}",
             flush=True,
@@ -247,18 +251,22 @@ def bench_side_by_side(
     labels: list[int],
     args: argparse.Namespace,
 ) -> list[Point]:
-    """Every row, each measured on every contender that accepts its body, alternating."""
+    """Every concurrency, measured on every contender with every body it accepts, alternating."""
     payloads = {
         "json": builder.v1_json(args.model, (0,)),
         "octet": builder.v1_octet(args.model, (0,)),
     }
+    lanes = [
+        Lane(contender, body, payloads[body])
+        for contender in contenders
+        for body in BODIES
+        if body in contender.bodies
+    ]
+    for lane in lanes:
+        check_answer(lane.contender.url, lane.payload, labels)
     points = []
-    for body, payload in payloads.items():
-        serving = [contender for contender in contenders if body in contender.bodies]
-        for contender in serving:
-            check_answer(contender.url, payload, labels)
-        for concurrency in args.concurrency:
-            points += measure_row(serving, payload, body, concurrency, args)
+    for concurrency in args.concurrency:
+        points += measure_row(lanes, concurrency, args)
     return points
 
 
@@ -409,8 +417,8 @@ BIG_BATCH_LABELS = {
 
 def format_report(points: list[Point], big: BigBatch, args: argparse.Namespace) -> str:
     lines = [
-        f"Model {args.model}, single-image requests, {args.duration_s:g} s per row and server "
-        f"in {args.rounds} rounds alternating between the servers, "
+        f"Model {args.model}, single-image requests, {args.duration_s:g} s per server, body and "
+        f"concurrency in {args.rounds} rounds alternating between the servers and bodies, "
         f"load from {'wrk (1 thread)' if shutil.which('wrk') else 'pyload.py (asyncio)'} "
         f"on the same {os.cpu_count()}-core machine; server: {args.server_workers} worker(s), "
         f"{args.threads} ORT intra-op thread(s).",
@@ -534,8 +542,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=5,
-        help="Rounds each row is split into, alternating between the servers, and rounds"
-        " of 256-image requests alternating with raw ONNX Runtime (default 5)",
+        help="Rounds each concurrency is split into, alternating between the servers and"
+        " bodies, and rounds of 256-image requests alternating with raw ONNX Runtime (default 5)",
     )
     parser.add_argument(
         "--big-batch-only",
