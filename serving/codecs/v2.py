@@ -13,6 +13,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -109,8 +110,9 @@ def decode_infer_request(
     """Decode a V2 inference request for a one-input model; raise InvalidInput if malformed."""
     json_bytes = parse_header_length(header_length, len(body))
     view = memoryview(body)
-    header = _load_json(view if json_bytes is None else view[:json_bytes])
-    binary = view[len(view) if json_bytes is None else json_bytes :]
+    header_end = len(view) if json_bytes is None else json_bytes
+    header = _load_json(view[:header_end])
+    binary = view[header_end:]
     parameters = _parameters(header, "parameters")
     request_id = _request_id(header.get("id"))
     outputs = _requested_outputs(header, parameters, output_names)
@@ -118,7 +120,12 @@ def decode_infer_request(
     tensor = _only_input(header.get("inputs"), input_name)
     # A 1e300 sent as FP32 (or FP64 cast down) becomes inf, which the range check refuses.
     with np.errstate(over="ignore"):
-        images = _decode_tensor(tensor, binary, has_binary_section=json_bytes is not None)
+        images = _decode_tensor(
+            tensor,
+            binary,
+            has_binary_section=json_bytes is not None,
+            may_hold_booleans=_has_boolean_literal(body, header_end),
+        )
         images = validate_images(images, max_images, field=f"input '{input_name}'")
     return InferRequest(
         images=images,
@@ -154,7 +161,18 @@ def _only_input(inputs: Any, input_name: str) -> dict[str, Any]:
     return tensor
 
 
-def _decode_tensor(tensor: dict[str, Any], binary: memoryview, *, has_binary_section: bool) -> Any:
+def _has_boolean_literal(body: bytes, header_end: int) -> bool:
+    """Whether the JSON header holds a ``true`` or ``false`` anywhere (parameters too)."""
+    return body.find(b"true", 0, header_end) >= 0 or body.find(b"false", 0, header_end) >= 0
+
+
+def _decode_tensor(
+    tensor: dict[str, Any],
+    binary: memoryview,
+    *,
+    has_binary_section: bool,
+    may_hold_booleans: bool,
+) -> Any:
     """The input as an array of its declared shape and dtype (not yet range-checked)."""
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in DTYPES:
@@ -180,7 +198,7 @@ def _decode_tensor(tensor: dict[str, Any], binary: memoryview, *, has_binary_sec
             )
         if "data" not in tensor:
             raise InvalidInput("the input needs 'data' (or binary data with binary_data_size)")
-        array = _json_array(tensor["data"], dtype, shape)
+        array = _json_array(tensor["data"], dtype, shape, may_hold_booleans=may_hold_booleans)
     if datatype == "UINT8":
         return np.divide(array, _PIXEL_MAX, dtype=np.float32)
     return array
@@ -214,23 +232,47 @@ def _binary_array(
     return np.frombuffer(binary, dtype=dtype).reshape(shape)
 
 
-def _json_array(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray:
+def _json_array(
+    data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], *, may_hold_booleans: bool
+) -> np.ndarray:
+    """``data`` (flat or nested numbers) as an array of ``shape``; strings, booleans and
+    null are refused, as Triton refuses them, rather than read as numbers."""
     if not isinstance(data, list):
         raise InvalidInput("input 'data' must be an array of numbers (flat or nested)")
-    as_float = dtype.kind == "u"  # parse 0-255 pixels as floats first, to reject 3.5 or 300
     try:
-        array = np.array(data, dtype=np.float64 if as_float else dtype)
+        # Left to discover the type, numpy shows a string, a null or all-booleans in the
+        # dtype, for 8 µs an image; booleans among numbers it reads as 1 and 0, so those
+        # are looked for one by one, only when the header has a true or a false at all.
+        discovered = np.array(data)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput("input 'data' must be a regular array of numbers") from None
-    if array.size != math.prod(shape):
+    if discovered.dtype.kind not in "iuf" or (may_hold_booleans and _holds_boolean(data)):
         raise InvalidInput(
-            f"input 'data' has {array.size} values but shape {list(shape)} needs {math.prod(shape)}"
+            f"input 'data' must hold numbers only (datatype {_DATATYPE_OF[dtype.name]}), "
+            "not strings, booleans or null"
         )
-    if as_float and not (
-        np.all(array >= 0) and np.all(array <= 255) and np.array_equal(array, np.floor(array))
-    ):
-        raise InvalidInput("UINT8 input 'data' must hold integers in [0, 255]")
-    return array.reshape(shape)
+    if discovered.size != math.prod(shape):
+        raise InvalidInput(
+            f"input 'data' has {discovered.size} values but shape {list(shape)} needs "
+            f"{math.prod(shape)}"
+        )
+    if dtype.kind == "u":  # 0-255 pixels are checked as read, to reject 3.5 or 300
+        if not (
+            np.all(discovered >= 0)
+            and np.all(discovered <= 255)
+            and np.array_equal(discovered, np.floor(discovered))
+        ):
+            raise InvalidInput("UINT8 input 'data' must hold integers in [0, 255]")
+        return discovered.astype(dtype).reshape(shape)
+    return discovered.astype(dtype, copy=False).reshape(shape)
+
+
+def _holds_boolean(data: list[Any]) -> bool:
+    """Whether a regular nested list (numpy refused ragged ones before) holds a bool."""
+    level: list[Any] = data
+    while level and type(level[0]) is list:
+        level = list(chain.from_iterable(level))
+    return bool in set(map(type, level))
 
 
 def _parameters(owner: dict[str, Any], field: str) -> dict[str, Any]:
@@ -259,7 +301,7 @@ def _requested_outputs(
     """Outputs to return; ``binary_data`` on one overrides request-level ``binary_data_output``."""
     is_binary = _flag(parameters, "binary_data_output")
     requested = header.get("outputs")
-    if requested is None:
+    if requested is None or requested == []:  # none asked for: all, as Triton answers
         return tuple(RequestedOutput(name, is_binary) for name in output_names)
     if not isinstance(requested, list) or not all(isinstance(item, dict) for item in requested):
         raise InvalidInput("'outputs' must be an array of objects with a 'name'")
@@ -271,6 +313,8 @@ def _requested_outputs(
                 f"unknown output {str(name)[:64]!r}: the model's outputs are "
                 f"{', '.join(repr(known) for known in output_names)}"
             )
+        if any(output.name == name for output in outputs):
+            raise InvalidInput(f"output {name!r} is requested twice")
         output_parameters = _parameters(item, "outputs[].parameters")
         if "classification" in output_parameters or "shared_memory_region" in output_parameters:
             raise InvalidInput("the classification and shared-memory extensions are not supported")

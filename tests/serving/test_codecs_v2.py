@@ -122,6 +122,15 @@ def test_all_outputs_are_returned_as_json_unless_asked() -> None:
     assert decoded.outputs == (v2.RequestedOutput("logits", is_binary=False),)
 
 
+def test_an_empty_outputs_list_asks_for_all_outputs_as_triton_answers() -> None:
+    decoded = decode(json_body(parameters={"binary_data_output": True}, inputs=[an_input()]))
+    asked_none = decode(
+        json_body(parameters={"binary_data_output": True}, inputs=[an_input()], outputs=[])
+    )
+
+    assert asked_none.outputs == decoded.outputs == (v2.RequestedOutput("logits", True),)
+
+
 def test_binary_data_output_makes_every_output_binary() -> None:
     decoded = decode(json_body(parameters={"binary_data_output": True}, inputs=[an_input()]))
 
@@ -242,10 +251,24 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("no data", {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32"}]}, "'data'"),
     ("data not list", {"inputs": [an_input(data="0.5")]}, "'data'"),
     ("ragged data", {"inputs": [an_input(data=[[0.5] * 784, [0.5]])]}, "regular array"),
-    ("strings in data", {"inputs": [an_input(data=["a"] * 784)]}, "regular array"),
+    ("strings in data", {"inputs": [an_input(data=["a"] * 784)]}, "numbers only"),
+    ("numeric strings", {"inputs": [an_input(data=["0.5"] * 784)]}, "numbers only"),
+    ("one numeric string", {"inputs": [an_input(data=[0.5] * 783 + ["0"])]}, "numbers only"),
+    ("booleans", {"inputs": [an_input(data=[True] * 784)]}, "numbers only"),
+    ("one boolean", {"inputs": [an_input(data=[0.5] * 783 + [False])]}, "numbers only"),
+    (
+        "nested boolean",
+        {"inputs": [an_input(shape=[1, 28, 28], data=[[0.5] * 28] * 27 + [[True] * 28])]},
+        "numbers only",
+    ),
+    ("one null", {"inputs": [an_input(data=[0.5] * 783 + [None])]}, "numbers only"),
+    ("uint8 strings", {"inputs": [an_input(datatype="UINT8", data=["7"] * 784)]}, "numbers only"),
+    ("uint8 booleans", {"inputs": [an_input(datatype="UINT8", data=[True] * 784)]}, "UINT8"),
+    ("objects in data", {"inputs": [an_input(data=[{}] * 784)]}, "numbers only"),
+    ("integer past int64", {"inputs": [an_input(data=[2**64 - 1] * 784)]}, "\\[0, 1\\]"),
     ("pixel above 1", {"inputs": [an_input(data=[2.0] * 784)]}, "divide 0-255"),
     ("negative pixel", {"inputs": [an_input(data=[-0.5] * 784)]}, "\\[0, 1\\]"),
-    ("NaN pixel", {"inputs": [an_input(data=[None] * 784)]}, "finite"),
+    ("null pixels", {"inputs": [an_input(data=[None] * 784)]}, "not strings, booleans or null"),
     ("uint8 above 255", {"inputs": [an_input(datatype="UINT8", data=[300] * 784)]}, "0, 255"),
     ("uint8 fraction", {"inputs": [an_input(datatype="UINT8", data=[3.5] * 784)]}, "0, 255"),
     ("uint8 negative", {"inputs": [an_input(datatype="UINT8", data=[-1] * 784)]}, "0, 255"),
@@ -262,6 +285,11 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("unknown output", {"inputs": [an_input()], "outputs": [{"name": "probs"}]}, "'logits'"),
     ("outputs not list", {"inputs": [an_input()], "outputs": {"name": "logits"}}, "'outputs'"),
+    (
+        "output twice",
+        {"inputs": [an_input()], "outputs": [{"name": "logits"}, {"name": "logits"}]},
+        "'logits' is requested twice",
+    ),
     (
         "classification",
         {
