@@ -96,17 +96,31 @@ class DurationStat:
 
 
 @dataclass
-class BatcherStats:
+class ComputeStats:
+    """A batch's compute time split as Triton splits it: assembling the input tensor from
+    the requests' images, the ONNX Runtime call, handing each request its rows."""
+
+    compute_input: DurationStat = field(default_factory=DurationStat)
+    compute_infer: DurationStat = field(default_factory=DurationStat)
+    compute_output: DurationStat = field(default_factory=DurationStat)
+
+    def add(self, input_s: float, infer_s: float, output_s: float) -> None:
+        self.compute_input.add(input_s)
+        self.compute_infer.add(infer_s)
+        self.compute_output.add(output_s)
+
+
+@dataclass
+class BatcherStats(ComputeStats):
     """Cumulative counters, kept by the batcher itself (read by the V2 stats endpoint)."""
 
     success: DurationStat = field(default_factory=DurationStat)
     fail: DurationStat = field(default_factory=DurationStat)
     queue: DurationStat = field(default_factory=DurationStat)
-    compute_infer: DurationStat = field(default_factory=DurationStat)
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0
-    batch_sizes: dict[int, DurationStat] = field(default_factory=dict)
+    batch_sizes: dict[int, ComputeStats] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -404,7 +418,7 @@ class Batcher:
             logger.error("inference failed for model %s: %r", self.name, error)
             raise _inference_failed(error) from None
         compute_s = time.perf_counter() - started
-        self._record_batch(len(images), compute_s)
+        self._record_batch(len(images), compute_s)  # the images are the input, as they came
         return BatchResult(outputs, 0.0, compute_s, len(images))
 
     async def _execute(self, batch: list[_Pending]) -> None:
@@ -415,6 +429,7 @@ class Batcher:
             if len(batch) == 1
             else np.concatenate([pending.images for pending in batch])
         )
+        input_s = time.perf_counter() - started
         inline_promise_s = self._inline_promise_s(len(batch), len(images))
         try:
             if inline_promise_s is not None:
@@ -433,16 +448,23 @@ class Batcher:
             logger.error("inference failed for model %s: %r", self.name, error)
             self._fail(batch[0], error)
             return
-        compute_s = time.perf_counter() - started
-        self._record_batch(len(images), compute_s)
+        inferred = time.perf_counter()
+        compute_s = inferred - started
         self._deliver(batch, outputs, started, compute_s)
+        self._record_batch(len(images), compute_s, input_s, time.perf_counter() - inferred)
 
-    def _record_batch(self, images: int, compute_s: float) -> None:
+    def _record_batch(
+        self, images: int, compute_s: float, input_s: float = 0.0, output_s: float = 0.0
+    ) -> None:
+        """``compute_s`` (what metrics and Server-Timing call compute) includes ``input_s``."""
         self._on_batch(images, compute_s)
         self.stats.execution_count += 1
         self.stats.last_inference_ms = int(time.time() * 1000)  # once a batch, not a request
-        self.stats.compute_infer.add(compute_s)
-        self.stats.batch_sizes.setdefault(images, DurationStat()).add(compute_s)
+        self.stats.add(input_s, compute_s - input_s, output_s)
+        by_size = self.stats.batch_sizes.get(images)
+        if by_size is None:
+            by_size = self.stats.batch_sizes[images] = ComputeStats()
+        by_size.add(input_s, compute_s - input_s, output_s)
         self.record_batch_time(compute_s)
         self._last_batch_images = images
 

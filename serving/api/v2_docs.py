@@ -74,12 +74,18 @@ class InferenceStats(BaseModel):
     success: DurationStat = Field(description="Answered requests, enqueue to answer")
     fail: DurationStat = Field(description="Requests whose ONNX Runtime call failed")
     queue: DurationStat = Field(description="Time requests waited for their batch")
-    compute_infer: DurationStat = Field(description="ONNX Runtime calls (input/output included)")
+    compute_input: DurationStat = Field(description="Batches' input tensors assembled")
+    compute_infer: DurationStat = Field(description="ONNX Runtime calls")
+    compute_output: DurationStat = Field(description="Batches' outputs handed to each request")
+    cache_hit: DurationStat = Field(description="Always 0: there is no response cache")
+    cache_miss: DurationStat = Field(description="Always 0: there is no response cache")
 
 
 class BatchStat(BaseModel):
     batch_size: int
+    compute_input: DurationStat
     compute_infer: DurationStat
+    compute_output: DurationStat
 
 
 class ModelStat(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from serving.batcher import BatcherStats, DurationStat
+from serving.batcher import BatcherStats, ComputeStats, DurationStat
 from serving.card import MODEL_FILE, TensorSpec
 from serving.repository import IndexEntry, ServedModel
 from serving.runtime import CUDA
@@ -94,6 +94,9 @@ def _instance_group(model: ServedModel) -> dict[str, Any]:
     }
 
 
+NO_DURATION = DurationStat()
+
+
 def _duration(stat: DurationStat) -> dict[str, int]:
     return {"count": stat.count, "ns": stat.ns}
 
@@ -111,12 +114,23 @@ def model_statistics(model: ServedModel) -> dict[str, Any]:
             "success": _duration(stats.success),
             "fail": _duration(stats.fail),
             "queue": _duration(stats.queue),
-            "compute_infer": _duration(stats.compute_infer),
+            **_compute(stats),
+            # Triton's response cache; this server has none, so nothing hits or misses it.
+            "cache_hit": _duration(NO_DURATION),
+            "cache_miss": _duration(NO_DURATION),
         },
         "batch_stats": [
-            {"batch_size": size, "compute_infer": _duration(stat)}
+            {"batch_size": size, **_compute(stat)}
             for size, stat in sorted(stats.batch_sizes.items())
         ],
+    }
+
+
+def _compute(stats: ComputeStats) -> dict[str, dict[str, int]]:
+    return {
+        "compute_input": _duration(stats.compute_input),
+        "compute_infer": _duration(stats.compute_infer),
+        "compute_output": _duration(stats.compute_output),
     }
 
 

@@ -102,13 +102,19 @@ def test_statistics_count_images_requests_and_batches(client: TestClient) -> Non
     assert after["inference_count"] - before["inference_count"] == 6
     # One request at a time: each ran alone, a batch of 2.
     assert after["execution_count"] - before["execution_count"] == 3
-    for key in ("success", "queue", "compute_infer"):
+    for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
         assert after["inference_stats"][key]["count"] - before["inference_stats"][key]["count"] == 3
+    for key in ("success", "queue", "compute_infer"):
         assert after["inference_stats"][key]["ns"] > before["inference_stats"][key]["ns"]
     assert after["inference_stats"]["fail"] == before["inference_stats"]["fail"]
-    batches = {stat["batch_size"]: stat["compute_infer"]["count"] for stat in after["batch_stats"]}
-    old = {stat["batch_size"]: stat["compute_infer"]["count"] for stat in before["batch_stats"]}
-    assert batches[2] - old.get(2, 0) == 3
+    # Every field of Triton's $inference_stats, as tools that read them unchecked expect.
+    assert after["inference_stats"]["cache_hit"] == {"count": 0, "ns": 0}
+    assert after["inference_stats"]["cache_miss"] == {"count": 0, "ns": 0}
+    sizes = {stat["batch_size"]: stat for stat in after["batch_stats"]}
+    old = {stat["batch_size"]: stat for stat in before["batch_stats"]}
+    for key in ("compute_input", "compute_infer", "compute_output"):
+        was = old[2][key]["count"] if 2 in old else 0
+        assert sizes[2][key]["count"] - was == 3
     assert after["last_inference"] >= started_ms
 
 

@@ -401,7 +401,37 @@ def test_stats_count_inferences_and_executions() -> None:
     assert stats.execution_count == 2
     assert stats.success.count == 2
     assert stats.queue.count == 2
-    assert {size: stat.count for size, stat in stats.batch_sizes.items()} == {3: 1, 2: 1}
+    assert {size: s.compute_infer.count for size, s in stats.batch_sizes.items()} == {3: 1, 2: 1}
+
+
+def test_stats_split_a_batch_into_input_infer_and_output_as_triton_does() -> None:
+    model = GatedRun()
+    compute_times: list[float] = []
+
+    async def scenario() -> Batcher:
+        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, max_queue_size=64)
+        batcher = Batcher(model, config, on_batch=lambda images, s: compute_times.append(s))
+        batcher.start()
+        first = await occupy(batcher, model)
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(4)]
+        await wait_for(lambda: batcher.queued_images == 4)
+        model.gate.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+        return batcher
+
+    stats = run(scenario).stats
+    assert model.batch_sizes == [1, 4]
+    of_four = stats.batch_sizes[4]
+    parts = (of_four.compute_input, of_four.compute_infer, of_four.compute_output)
+    # Four requests' images were joined into one tensor, and the rows handed back: both
+    # take time, apart from the ONNX Runtime call, which the metrics' compute time holds.
+    assert [part.count for part in parts] == [1, 1, 1]
+    assert all(part.ns > 0 for part in parts)
+    assert of_four.compute_input.ns + of_four.compute_infer.ns == pytest.approx(
+        compute_times[1] * 1e9, abs=2
+    )
+    assert stats.compute_infer.count == stats.compute_output.count == 2
 
 
 def test_stats_count_a_failed_request_once_and_no_execution() -> None:
@@ -575,7 +605,7 @@ def test_a_lone_request_on_an_idle_batcher_is_answered_without_the_batching_loop
         stats = batcher.stats
         assert (stats.inference_count, stats.execution_count, stats.success.count) == (3, 1, 1)
         assert (stats.queue.count, stats.queue.ns) == (1, 0)
-        assert {size: stat.count for size, stat in stats.batch_sizes.items()} == {3: 1}
+        assert {size: s.compute_infer.count for size, s in stats.batch_sizes.items()} == {3: 1}
         return result, threading.get_ident()
 
     result, loop_thread = run(scenario)
