@@ -257,8 +257,14 @@ class Batcher:
                 status_code=status,
             )
         if deadline is not None:
+            now = time.monotonic()
+            if now >= deadline:  # reading and decoding the body took all its time: 504
+                raise DeadlineExceeded(
+                    f"request timed out before it reached model {self.name!r}: reading and "
+                    "decoding it used up its timeout; nothing was run"
+                )
             predicted_s = self.predicted_wait_s(count)
-            if time.monotonic() + predicted_s > deadline:
+            if now + predicted_s > deadline:
                 raise Overloaded(
                     f"cannot finish before the request's deadline: about {predicted_s * 1e3:.1f}"
                     " ms of queued work ahead of it",

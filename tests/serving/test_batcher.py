@@ -284,6 +284,22 @@ def test_deadline_that_cannot_be_met_is_refused_at_the_door() -> None:
     assert not any(np.any(call == 0.3) for call in model.calls)
 
 
+def test_request_whose_deadline_passed_before_it_came_times_out_not_told_to_retry() -> None:
+    model = GatedRun()
+
+    async def scenario() -> DeadlineExceeded:
+        batcher = make_batcher(model)
+        with pytest.raises(DeadlineExceeded) as expired:
+            await batcher.submit(images_of(0.3), deadline=time.monotonic() - 0.001)
+        await batcher.close()
+        return expired.value
+
+    error = run(scenario)
+    assert error.status_code == 504
+    assert "before it reached model 'fake'" in error.message
+    assert model.calls == []
+
+
 def test_failing_batch_is_bisected_so_only_the_poisoned_request_fails() -> None:
     model = GatedRun()
     values = [0.1, 0.2, POISON, 0.4, 0.6, 0.7]

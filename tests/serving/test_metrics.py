@@ -373,7 +373,7 @@ def test_app_counts_bad_requests_as_client_errors(client: TestClient) -> None:
     assert deltas.delta("mnist_serve_http_responses_total", status_code="400") == 2
 
 
-def test_app_counts_a_request_that_cannot_meet_its_deadline_as_rejected(
+def test_app_counts_a_request_whose_deadline_passed_before_the_queue_as_timed_out(
     client: TestClient,
 ) -> None:
     with Deltas(client) as deltas:
@@ -383,12 +383,12 @@ def test_app_counts_a_request_that_cannot_meet_its_deadline_as_rejected(
             headers={**JSON, "X-Request-Timeout-Ms": "0.001"},
         )
 
-    assert response.status_code == 503
-    assert deltas.delta("mnist_serve_requests_total", **LATEST, outcome="rejected") == 1
-    assert deltas.delta("mnist_serve_rejections_total", **LATEST, reason="deadline") == 1
-    assert deltas.delta("nv_inference_request_failure_total", **LATEST, reason="REJECTED") == 1
+    assert response.status_code == 504
+    assert "retry-after" not in response.headers
+    assert deltas.delta("mnist_serve_requests_total", **LATEST, outcome="timeout") == 1
+    assert deltas.delta("mnist_serve_rejections_total", **LATEST, reason="deadline") == 0
     assert deltas.delta("mnist_serve_batch_executions_total", **LATEST) == 0
-    assert deltas.delta("mnist_serve_http_responses_total", status_code="503") == 1
+    assert deltas.delta("mnist_serve_http_responses_total", status_code="504") == 1
 
 
 def test_unknown_model_names_create_no_series(client: TestClient) -> None:
