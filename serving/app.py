@@ -27,6 +27,7 @@ from serving.api.common import error_response, serving_error_response, unexpecte
 from serving.auth import ApiKeyMiddleware
 from serving.errors import ServingError
 from serving.fastpath import ServingApp, as_serving_app
+from serving.head import HeadAsGetMiddleware
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import ServingMetrics, render_metrics
 from serving.middleware import ObservabilityMiddleware
@@ -149,6 +150,7 @@ def _add_operational_routes(app: FastAPI, server: Server) -> None:
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -> None:
     """Outermost last: observability sees every response, including 401 and 413."""
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
