@@ -31,6 +31,12 @@ DIGIT_BOX = 20  # MNIST: the digit fits a 20x20 box ...
 CANVAS = 28  # ... in a 28x28 image,
 CENTRE = 14.0  # with its centre of mass at pixel (14, 14).
 MIN_CONTRAST = 32  # of 255: below it the picture is blank (or only JPEG noise)
+# An opaque region filling this much of its bounding box, inside transparency, is a card
+# (a screenshot, a sticker) whose own colours hold the digit, not a stroke.
+CARD_FILL = 0.9
+# How far in from the edges the background is looked for when the edges differ from it:
+# a frame, a scanner's dark margin, the table around a sheet.
+FRAME_DEPTH_OF_SIDE = 0.08
 INK_FLOOR = 0.2  # of the contrast: fainter is background noise, zeroed before cropping
 # MNIST strokes: median width 2.6 px in the 20 px box (2.1 at the 5th percentile),
 # measured on the test set. Thinner strokes (a thin pen on a big canvas) would fade
@@ -93,15 +99,67 @@ def _ink_of(image: Image.Image) -> np.ndarray:
     """uint8 map of ink (255 = strongest), whatever the colours; background is 0."""
     gray, alpha = _gray_and_alpha(image)
     if alpha is not None and np.median(_border(alpha)) < 128:
-        return alpha  # strokes on a transparent canvas: the opacity is the ink
+        card = _opaque_card(gray, alpha)
+        if card is None:
+            return alpha  # strokes on a transparent canvas: the opacity is the ink
+        gray, alpha = card
     if alpha is not None:  # opaque background: flatten any translucency onto white
         gray = (255 - (255 - gray.astype(np.uint16)) * alpha // 255).astype(np.uint8)
+    gray = _without_frame(gray)
     background = int(np.median(_border(gray)))
     darkest, lightest = int(gray.min()), int(gray.max())
     # uint8 arithmetic with saturation at 0: pictures can have 25 M pixels, keep it cheap.
     if background - darkest >= lightest - background:  # dark ink on a light background
         return np.subtract(background, np.minimum(gray, background), dtype=np.uint8)
     return np.subtract(np.maximum(gray, background), background, dtype=np.uint8)
+
+
+def _opaque_card(gray: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The opaque card inside a transparent margin, cropped, if the picture is one: its
+    opaque pixels fill their bounding box and differ in colour (strokes on a transparent
+    canvas are one colour, however thick)."""
+    is_opaque = alpha >= 128
+    rows = np.flatnonzero(is_opaque.any(axis=1))
+    columns = np.flatnonzero(is_opaque.any(axis=0))
+    if rows.size == 0:
+        return None
+    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+    if is_opaque[box].mean() < CARD_FILL:
+        return None
+    colours = gray[box][is_opaque[box]]
+    if int(colours.max()) - int(colours.min()) < MIN_CONTRAST:
+        return None
+    return gray[box], alpha[box]
+
+
+def _without_frame(gray: np.ndarray) -> np.ndarray:
+    """``gray`` less the edge rows and columns unlike the background a little further in.
+
+    The background is the colour of the picture's border, unless a frame, a scanner's
+    margin or the table around a sheet runs along the edges: then the border is the
+    ring ``FRAME_DEPTH_OF_SIDE`` in, and the lines outside it that differ are cut off.
+    """
+    depth = round(FRAME_DEPTH_OF_SIDE * min(gray.shape))
+    if depth < 2:
+        return gray
+    inner = int(np.median(_border(gray[depth:-depth, depth:-depth])))
+    if abs(int(np.median(_border(gray))) - inner) < MIN_CONTRAST:
+        return gray
+
+    def is_frame(line: np.ndarray) -> bool:
+        return abs(int(np.median(line)) - inner) >= MIN_CONTRAST
+
+    height, width = gray.shape
+    top, bottom, left, right = 0, height, 0, width
+    while top < depth and is_frame(gray[top, left:right]):
+        top += 1
+    while height - bottom < depth and is_frame(gray[bottom - 1, left:right]):
+        bottom -= 1
+    while left < depth and is_frame(gray[top:bottom, left]):
+        left += 1
+    while width - right < depth and is_frame(gray[top:bottom, right - 1]):
+        right -= 1
+    return gray[top:bottom, left:right]
 
 
 def _gray_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

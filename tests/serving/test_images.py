@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from serving.codecs.images import decode_image
 from serving.errors import InvalidInput
@@ -98,6 +98,22 @@ def assert_mnist_like(pixels: np.ndarray) -> None:
     assert abs(column - 14.0) <= 0.501
 
 
+SQUARE_BOX = (0.2, 0.15, 0.8, 0.85)  # a digit's box on a square picture, inside any frame
+
+
+def framed(image: Image.Image, width: int, colour: tuple[int, ...]) -> Image.Image:
+    """``image`` with its outer ``width`` pixels painted ``colour``: a frame, a scan's margin."""
+    inner = image.crop((width, width, image.width - width, image.height - width))
+    return ImageOps.expand(inner, width, fill=colour)
+
+
+def in_transparent_margin(card: Image.Image, margin: int) -> Image.Image:
+    """An opaque ``card`` inside a fully transparent margin: a screenshot, a sticker."""
+    sheet = Image.new("RGBA", (card.width + 2 * margin, card.height + 2 * margin), (0, 0, 0, 0))
+    sheet.paste(card.convert("RGBA"), (margin, margin))
+    return sheet
+
+
 PICTURES: dict[str, Callable[[int], bytes]] = {
     "dark blue on light yellow 300x200 png": lambda digit: encoded(draw_digit(digit)),
     "white on black 120x160 png": lambda digit: encoded(
@@ -126,6 +142,20 @@ PICTURES: dict[str, Callable[[int], bytes]] = {
     ),
     "thin 2 px pen on a 1000x1000 canvas": lambda digit: encoded(
         draw_digit(digit, (1000, 1000), (0.2, 0.1, 0.8, 0.9), (0,), (255,), "L", stroke_width=2)
+    ),
+    "black on white inside a 4 px black frame": lambda digit: encoded(
+        framed(draw_digit(digit, (200, 200), SQUARE_BOX, (0, 0, 0), (255,) * 3), 4, (0, 0, 0))
+    ),
+    "white on black inside a white margin": lambda digit: encoded(
+        framed(draw_digit(digit, (200, 200), SQUARE_BOX, (255,) * 3, (0,) * 3), 12, (255,) * 3)
+    ),
+    "white card with a black digit in a transparent margin": lambda digit: encoded(
+        in_transparent_margin(draw_digit(digit, (240, 240), SQUARE_BOX, (0, 0, 0), (255,) * 3), 20)
+    ),
+    "the same card flattened onto black": lambda digit: encoded(
+        in_transparent_margin(
+            draw_digit(digit, (240, 240), SQUARE_BOX, (0, 0, 0), (255,) * 3), 20
+        ).convert("RGB")
     ),
     "palette gif": lambda digit: encoded(draw_digit(digit, (90, 90), (0.2, 0.1, 0.8, 0.9)), "GIF"),
     "bmp": lambda digit: encoded(draw_digit(digit, (64, 64), (0.25, 0.1, 0.75, 0.9)), "BMP"),
