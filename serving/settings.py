@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["cpu", "cuda", "auto"]
@@ -98,11 +98,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be 503 or 429, got {status}")
         return status
 
-    @model_validator(mode="after")
-    def _requests_fit_in_the_queue(self) -> Settings:
-        if self.max_images_per_request > self.max_queue_size:
+    @field_validator("max_images_per_request")
+    @classmethod
+    def _requests_fit_in_the_queue(cls, limit: int, info: ValidationInfo) -> int:
+        # A field validator, not a model one, so the error names a setting; max_queue_size
+        # is declared above, so it is validated first (absent here if it was invalid).
+        queue_size = info.data.get("max_queue_size")
+        if queue_size is not None and limit > queue_size:
             raise ValueError(
-                f"max_images_per_request ({self.max_images_per_request}) must not exceed "
-                f"max_queue_size ({self.max_queue_size}): such a request could never be queued"
+                f"{limit} must not exceed max_queue_size ({queue_size}): "
+                "such a request could never be queued"
             )
-        return self
+        return limit
