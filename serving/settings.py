@@ -6,14 +6,33 @@ the README's "Tuning" section has the table they were read from.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["cpu", "cuda", "auto"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
+
+
+def split_list(value: object) -> object:
+    """A list setting's text, comma-separated (as one writes it in an environment) or a
+    JSON list (as ``settings_as_environment`` writes it); anything else passes through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith("["):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a JSON list ({error}); or write it comma-separated") from error
+
+
+# NoDecode: pydantic-settings would otherwise demand JSON of every list from the environment.
+CommaSeparated = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
 
 
 class Settings(BaseSettings):
@@ -83,8 +102,9 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <key>'")
     api_key_protects_metrics: bool = Field(False, description="Also require the key on /metrics")
-    cors_allow_origins: list[str] = Field(
-        default_factory=list, description="Origins allowed by CORS; empty = CORS off"
+    cors_allow_origins: CommaSeparated = Field(
+        default_factory=list,
+        description="Origins allowed by CORS, comma-separated or a JSON list; empty = CORS off",
     )
 
     # Logs.

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from serving.__main__ import main, parse_settings, settings_as_environment
+from serving.__main__ import main, parse_settings, settings_as_environment, settings_problems
 from serving.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +47,62 @@ def test_environment_rebuilds_the_same_settings_in_a_worker(
     for name, value in settings_as_environment(original).items():
         monkeypatch.setenv(name, value)
     assert Settings().model_dump() == original.model_dump()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://a.example,http://b.example",
+        " http://a.example , http://b.example ",
+        '["http://a.example", "http://b.example"]',
+    ],
+)
+def test_cors_origins_variable_is_comma_separated_or_a_json_list(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", value)
+    assert Settings().cors_allow_origins == ["http://a.example", "http://b.example"]
+
+
+def test_one_cors_origin_needs_no_list_syntax(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", "http://a.example")
+    assert parse_settings([]).cors_allow_origins == ["http://a.example"]
+
+
+def test_empty_cors_origins_variable_leaves_cors_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", "")
+    assert Settings().cors_allow_origins == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cors-allow-origins", "http://a.example,http://b.example"],
+        ["--cors-allow-origins", "http://a.example", "--cors-allow-origins", "http://b.example"],
+        ["--cors-allow-origins", '["http://a.example","http://b.example"]'],
+    ],
+)
+def test_cors_origins_flag_is_comma_separated_repeated_or_a_json_list(args: list[str]) -> None:
+    assert parse_settings(args).cors_allow_origins == ["http://a.example", "http://b.example"]
+
+
+def test_malformed_json_origins_say_how_to_write_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", '["http://a.example"')
+
+    with pytest.raises(SystemExit) as exited:
+        main([])
+
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "--cors-allow-origins (MNIST_SERVE_CORS_ALLOW_ORIGINS)" in line
+    assert "comma-separated" in line
+
+
+def test_settings_error_from_pydantic_settings_is_reported_as_it_is() -> None:
+    error = SettingsError('error parsing value for field "port" from source "EnvSettingsSource"')
+    assert settings_problems(error) == [str(error)]
 
 
 def test_request_limit_larger_than_the_queue_is_refused() -> None:
