@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
-from pydantic import SecretStr
-from pydantic_settings import CliApp, SettingsConfigDict
+from pydantic import SecretStr, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import CliApp, SettingsConfigDict, SettingsError
 
 from serving.app import create_app
 from serving.logs import configure_logging, logging_config
@@ -24,6 +25,8 @@ logger = logging.getLogger("mnist_serve.cli")
 # uvicorn's knobs that protect the server from slow or idle clients.
 KEEP_ALIVE_TIMEOUT_S = 5
 BACKLOG = 2048
+PROG = "mnist-serve"
+USAGE_ERROR = 2  # argparse's status for a bad command line
 
 
 class CliSettings(Settings):
@@ -32,7 +35,7 @@ class CliSettings(Settings):
     model_config = SettingsConfigDict(
         env_prefix="MNIST_SERVE_",
         extra="forbid",
-        cli_prog_name="mnist-serve",
+        cli_prog_name=PROG,
         cli_kebab_case=True,
         cli_implicit_flags=True,
     )
@@ -44,6 +47,24 @@ def parse_settings(argv: Sequence[str]) -> Settings:
     args = [f"--models-dir={arg[9:]}" if arg.startswith("--models=") else arg for arg in args]
     parsed = CliApp.run(CliSettings, cli_args=args)
     return Settings.model_validate(parsed.model_dump())
+
+
+def settings_problems(error: ValidationError | SettingsError) -> list[str]:
+    """One line per problem, naming the flag and the variable the value may have come from."""
+    if isinstance(error, SettingsError):
+        return [str(error)]
+    return [_describe(problem) for problem in error.errors()]
+
+
+def _describe(problem: ErrorDetails) -> str:
+    if problem["type"] == "value_error":  # our validators' own words, without pydantic's prefix
+        message = str(problem.get("ctx", {}).get("error", problem["msg"]))
+    else:
+        message = f"{problem['msg']}, got {problem['input']!r}"
+    if not problem["loc"]:
+        return message
+    name = str(problem["loc"][0])
+    return f"--{name.replace('_', '-')} (MNIST_SERVE_{name.upper()}): {message}"
 
 
 def settings_as_environment(settings: Settings) -> dict[str, str]:
@@ -89,7 +110,13 @@ def single_process_server(settings: Settings) -> DrainingServer:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    except (ValidationError, SettingsError) as error:
+        # A configuration mistake, not a bug: say what is wrong, as argparse would.
+        for problem in settings_problems(error):
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR) from None
     configure_logging(settings.log_level)
     if settings.workers == 1:
         single_process_server(settings).run()

@@ -149,13 +149,21 @@ def _add_operational_routes(app: FastAPI, server: Server) -> None:
 
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -> None:
-    """Outermost last: observability sees every response, including 401 and 413."""
+    """Outermost last: observability sees every response, including 401 and 413; CORS is
+    outside the API key, so preflights (never credentialed) pass and 401s carry its headers.
+    """
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.request_timeout_s,
     )
+    if settings.api_key is not None:
+        app.add_middleware(
+            ApiKeyMiddleware,
+            api_key=settings.api_key.get_secret_value(),
+            protect_metrics=settings.api_key_protects_metrics,
+        )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -163,11 +171,5 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
             expose_headers=["Server-Timing", "X-Request-ID", "Retry-After"],
-        )
-    if settings.api_key is not None:
-        app.add_middleware(
-            ApiKeyMiddleware,
-            api_key=settings.api_key.get_secret_value(),
-            protect_metrics=settings.api_key_protects_metrics,
         )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=settings.access_log)

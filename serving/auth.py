@@ -1,4 +1,8 @@
-"""Optional API-key check, added only when ``api_key`` is set (no cost otherwise)."""
+"""Optional API-key check, added only when ``api_key`` is set (no cost otherwise).
+
+It sits inside CORS: browsers send no credentials on a preflight, and a page can read a
+401 only if it carries CORS headers.
+"""
 
 from __future__ import annotations
 

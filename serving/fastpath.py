@@ -4,7 +4,7 @@ FastAPI's routing and dependency resolution cost ~0.1 ms per request, as much as
 decoding, batching and encoding together, and its outer layers (its telemetry check,
 Starlette's error middleware, its body limit) ~25 µs more. :class:`ServingApp` sends
 the four inference paths down a second, short stack: our own middleware (request ids,
-metrics, access log, API key, CORS, body limits: the very instances' classes and
+metrics, access log, CORS, API key, body limits: the very instances' classes and
 settings the app was given) around :class:`InferenceEndpoint`, which calls the very
 handlers the FastAPI routes call. Behaviour, errors and OpenAPI docs are the routers';
 only the dispatch is shorter. Every other request goes through FastAPI untouched, and

@@ -6,14 +6,33 @@ the README's "Tuning" section has the table they were read from.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["cpu", "cuda", "auto"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
+
+
+def split_list(value: object) -> object:
+    """A list setting's text, comma-separated (as one writes it in an environment) or a
+    JSON list (as ``settings_as_environment`` writes it); anything else passes through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith("["):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a JSON list ({error}); or write it comma-separated") from error
+
+
+# NoDecode: pydantic-settings would otherwise demand JSON of every list from the environment.
+CommaSeparated = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
 
 
 class Settings(BaseSettings):
@@ -83,8 +102,9 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <key>'")
     api_key_protects_metrics: bool = Field(False, description="Also require the key on /metrics")
-    cors_allow_origins: list[str] = Field(
-        default_factory=list, description="Origins allowed by CORS; empty = CORS off"
+    cors_allow_origins: CommaSeparated = Field(
+        default_factory=list,
+        description="Origins allowed by CORS, comma-separated or a JSON list; empty = CORS off",
     )
 
     # Logs.
@@ -98,11 +118,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be 503 or 429, got {status}")
         return status
 
-    @model_validator(mode="after")
-    def _requests_fit_in_the_queue(self) -> Settings:
-        if self.max_images_per_request > self.max_queue_size:
+    @field_validator("max_images_per_request")
+    @classmethod
+    def _requests_fit_in_the_queue(cls, limit: int, info: ValidationInfo) -> int:
+        # A field validator, not a model one, so the error names a setting; max_queue_size
+        # is declared above, so it is validated first (absent here if it was invalid).
+        queue_size = info.data.get("max_queue_size")
+        if queue_size is not None and limit > queue_size:
             raise ValueError(
-                f"max_images_per_request ({self.max_images_per_request}) must not exceed "
-                f"max_queue_size ({self.max_queue_size}): such a request could never be queued"
+                f"{limit} must not exceed max_queue_size ({queue_size}): "
+                "such a request could never be queued"
             )
-        return self
+        return limit

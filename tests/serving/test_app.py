@@ -11,11 +11,19 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from serving import fastpath
 from serving.app import create_app
 from serving.settings import Settings
-from tests.support import tiny_logits
+from tests.support import metric_samples, metric_value, tiny_logits
 
 ONE_IMAGE = orjson.dumps({"images": [[0.5] * 784]})
+PAGE_ORIGIN = "http://app.example"
+# What a browser sends before a page's POST with a key: no credentials, only their names.
+PREFLIGHT = {
+    "origin": PAGE_ORIGIN,
+    "access-control-request-method": "POST",
+    "access-control-request-headers": "authorization, content-type",
+}
 
 
 @pytest.fixture
@@ -99,6 +107,68 @@ def test_cors_allows_configured_origins(tiny_repo: Path) -> None:
     with client_with(tiny_repo, cors_allow_origins=["http://app.example"]) as client:
         response = client.get("/v1/models", headers={"origin": "http://app.example"})
         assert response.headers["access-control-allow-origin"] == "http://app.example"
+
+
+@pytest.fixture(params=["short stack", "full stack"])
+def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Inference POSTs through fastpath's short stack, or (as with telemetry on) FastAPI's."""
+    if request.param == "full stack":
+        monkeypatch.setattr(fastpath, "_is_native_telemetry_enabled", lambda app: True)
+    return request.param
+
+
+def test_cors_preflight_from_an_allowed_origin_needs_no_api_key(tiny_repo: Path) -> None:
+    # Browsers never send credentials on a preflight: refusing it blocks every POST.
+    with client_with(tiny_repo, api_key="s3cret", cors_allow_origins=[PAGE_ORIGIN]) as client:
+        response = client.options("/v1/models/tiny/predict", headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == PAGE_ORIGIN
+    assert "POST" in response.headers["access-control-allow-methods"]
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+
+
+def test_cors_preflight_from_another_origin_is_not_allowed(tiny_repo: Path) -> None:
+    with client_with(tiny_repo, api_key="s3cret", cors_allow_origins=[PAGE_ORIGIN]) as client:
+        headers = {**PREFLIGHT, "origin": "http://elsewhere.example"}
+        response = client.options("/v1/models/tiny/predict", headers=headers)
+    assert response.status_code == 400
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_api_key_refusal_is_readable_by_an_allowed_origin(tiny_repo: Path, stack: str) -> None:
+    with client_with(tiny_repo, api_key="s3cret", cors_allow_origins=[PAGE_ORIGIN]) as client:
+        headers = {"content-type": "application/json", "origin": PAGE_ORIGIN}
+        refused = client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=headers)
+        listing = client.get("/v1/models", headers={"origin": PAGE_ORIGIN})
+    for response in (refused, listing):
+        assert response.status_code == 401
+        assert response.json() == {"error": "missing or invalid API key"}
+        assert response.headers["access-control-allow-origin"] == PAGE_ORIGIN
+
+
+def test_api_key_is_still_required_from_an_allowed_origin(tiny_repo: Path, stack: str) -> None:
+    with client_with(tiny_repo, api_key="s3cret", cors_allow_origins=[PAGE_ORIGIN]) as client:
+        headers = {"content-type": "application/json", "origin": PAGE_ORIGIN}
+        refused = client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=headers)
+        keyed = {**headers, "authorization": "Bearer s3cret"}
+        answered = client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=keyed)
+    assert refused.status_code == 401
+    assert answered.status_code == 200
+    assert answered.headers["access-control-allow-origin"] == PAGE_ORIGIN
+
+
+def test_preflights_and_refusals_are_observed(tiny_repo: Path, stack: str) -> None:
+    with client_with(tiny_repo, api_key="s3cret", cors_allow_origins=[PAGE_ORIGIN]) as client:
+        preflight = client.options("/v1/models/tiny/predict", headers=PREFLIGHT)
+        headers = {"content-type": "application/json", "origin": PAGE_ORIGIN}
+        refused = client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=headers)
+        samples = metric_samples(client.get("/metrics").text)
+    for response in (preflight, refused):
+        assert "x-request-id" in response.headers
+        assert "server-timing" in response.headers
+    responses = "mnist_serve_http_responses_total"
+    assert metric_value(samples, responses, status_code="200") == 1  # the preflight
+    assert metric_value(samples, responses, status_code="401") == 1
 
 
 def test_bad_timeout_header_is_a_400(client: TestClient) -> None:

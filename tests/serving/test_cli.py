@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from serving.__main__ import parse_settings, settings_as_environment
+from serving.__main__ import main, parse_settings, settings_as_environment, settings_problems
 from serving.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +49,126 @@ def test_environment_rebuilds_the_same_settings_in_a_worker(
     assert Settings().model_dump() == original.model_dump()
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://a.example,http://b.example",
+        " http://a.example , http://b.example ",
+        '["http://a.example", "http://b.example"]',
+    ],
+)
+def test_cors_origins_variable_is_comma_separated_or_a_json_list(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", value)
+    assert Settings().cors_allow_origins == ["http://a.example", "http://b.example"]
+
+
+def test_one_cors_origin_needs_no_list_syntax(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", "http://a.example")
+    assert parse_settings([]).cors_allow_origins == ["http://a.example"]
+
+
+def test_empty_cors_origins_variable_leaves_cors_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", "")
+    assert Settings().cors_allow_origins == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cors-allow-origins", "http://a.example,http://b.example"],
+        ["--cors-allow-origins", "http://a.example", "--cors-allow-origins", "http://b.example"],
+        ["--cors-allow-origins", '["http://a.example","http://b.example"]'],
+    ],
+)
+def test_cors_origins_flag_is_comma_separated_repeated_or_a_json_list(args: list[str]) -> None:
+    assert parse_settings(args).cors_allow_origins == ["http://a.example", "http://b.example"]
+
+
+def test_malformed_json_origins_say_how_to_write_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", '["http://a.example"')
+
+    with pytest.raises(SystemExit) as exited:
+        main([])
+
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "--cors-allow-origins (MNIST_SERVE_CORS_ALLOW_ORIGINS)" in line
+    assert "comma-separated" in line
+
+
+def test_settings_error_from_pydantic_settings_is_reported_as_it_is() -> None:
+    error = SettingsError('error parsing value for field "port" from source "EnvSettingsSource"')
+    assert settings_problems(error) == [str(error)]
+
+
 def test_request_limit_larger_than_the_queue_is_refused() -> None:
     with pytest.raises(ValidationError, match="could never be queued"):
         Settings(max_images_per_request=100, max_queue_size=10)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+
+
+def test_bad_flag_value_is_one_line_naming_the_option_and_exits_2() -> None:
+    completed = run_cli("--port", "abc")
+
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    [line] = completed.stderr.splitlines()
+    assert line.startswith("mnist-serve: error: --port (MNIST_SERVE_PORT): ")
+    assert "valid integer" in line
+    assert "'abc'" in line
+
+
+def test_queue_smaller_than_the_request_limit_is_one_line_naming_both_settings() -> None:
+    completed = run_cli("--max-queue-size", "4")
+
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    [line] = completed.stderr.splitlines()
+    assert "--max-images-per-request (MNIST_SERVE_MAX_IMAGES_PER_REQUEST)" in line
+    assert "1024" in line
+    assert "max_queue_size (4)" in line
+
+
+def test_bad_environment_variable_is_named_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MNIST_SERVE_DEVICE", "tpu")
+
+    with pytest.raises(SystemExit) as exited:
+        main([])
+
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("mnist-serve: error: --device (MNIST_SERVE_DEVICE): ")
+    assert "'tpu'" in line
+
+
+def test_every_bad_setting_gets_its_own_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "abc", "--overload-status-code", "500"])
+
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("mnist-serve: error: --port (MNIST_SERVE_PORT): ")
+    assert lines[1] == (
+        "mnist-serve: error: --overload-status-code (MNIST_SERVE_OVERLOAD_STATUS_CODE): "
+        "must be 503 or 429, got 500"
+    )
 
 
 def test_importing_serving_never_imports_torch() -> None:
