@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -27,8 +27,8 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 # bounded work and memory (max-pooling keeps thin strokes that averaging would fade).
 WORKING_SIDE = 1024
 # The decoded picture is converted and pooled a band of rows of about this many pixels
-# at a time: a 25-MP picture's working arrays take ~4 MB, not ~150 MB (tracemalloc),
-# in the same time as bands of 1-2 MP (~0.3 s on one core).
+# at a time: a 25-MP RGBA picture's arrays then peak at ~6 MB, not ~150 MB (tracemalloc),
+# in the same time as bands of 1-2 MP (~0.35 s on one core).
 BAND_PIXELS = 1 << 18
 # The cropped digit is max-pooled again to at most this side before stroke analysis.
 DIGIT_SIDE = 160
@@ -102,55 +102,70 @@ def _working_ink(image: Image.Image) -> np.ndarray:
     ink of those equals max-pooling the ink of every pixel.
     """
     factor = _pool_factor(max(image.size), WORKING_SIDE)
-    border_gray, border_alpha = _border_of(image)
-    if border_alpha is not None and np.median(border_alpha) < 128:
-        # Strokes on a transparent canvas: the opacity is the ink.
-        (ink,) = _pool_bands(image, factor, _alpha_of, (np.maximum,))
-        return ink
-    background = int(np.median(_flatten_onto_white(border_gray, border_alpha)))
-    darkest, lightest = _pool_bands(image, factor, _flat_gray_of, (np.minimum, np.maximum))
+    gray = _PooledPlane(image.size, factor, (np.minimum, np.maximum))  # flattened onto white
+    opacity = _PooledPlane(image.size, factor, (np.maximum,))
+    for band_gray, band_alpha in _bands(image, factor):
+        gray.add(_flatten_onto_white(band_gray, band_alpha))
+        if band_alpha is not None:
+            opacity.add(band_alpha)
+    if opacity.is_read and np.median(opacity.border()) < 128:
+        (ink,) = opacity.pooled()
+        return ink  # strokes on a transparent canvas: the opacity is the ink
+    darkest, lightest = gray.pooled()
+    background = int(np.median(gray.border()))
     # uint8 arithmetic with saturation at 0.
     if background - int(darkest.min()) >= int(lightest.max()) - background:  # dark ink
         return np.subtract(background, np.minimum(darkest, background), dtype=np.uint8)
     return np.subtract(np.maximum(lightest, background), background, dtype=np.uint8)
 
 
-def _pool_bands(
-    image: Image.Image,
-    factor: int,
-    signal: Callable[[Image.Image], np.ndarray],
-    reducers: tuple[np.ufunc, ...],
-) -> list[np.ndarray]:
-    """``signal`` of the picture pooled by ``factor`` with each reducer, band by band."""
+def _bands(image: Image.Image, factor: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The picture's grey and opacity, a band of rows (whole pooling blocks) at a time."""
     width, height = image.size
-    rows = factor * max(1, BAND_PIXELS // (width * factor))  # whole blocks in every band
-    pooled: list[list[np.ndarray]] = [[] for _ in reducers]
+    rows = factor * max(1, BAND_PIXELS // (width * factor))
+    if rows >= height:
+        yield _gray_and_alpha(image)  # one band: no cropped copy
+        return
     for top in range(0, height, rows):
-        band = signal(image.crop((0, top, width, min(top + rows, height))))
-        for parts, reducer in zip(pooled, reducers, strict=True):
-            parts.append(_pool(band, factor, reducer))
-    return [np.concatenate(parts) for parts in pooled]
+        yield _gray_and_alpha(image.crop((0, top, width, min(top + rows, height))))
 
 
-def _border_of(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """The outermost pixels' grey and opacity (if it has one), read from four strips."""
-    width, height = image.size
-    boxes = [(0, 0, width, 1), (0, height - 1, width, height)]
-    if height > 2:
-        boxes += [(0, 1, 1, height - 1), (width - 1, 1, width, height - 1)]
-    strips = [_gray_and_alpha(image.crop(box)) for box in boxes]
-    gray = np.concatenate([strip_gray.ravel() for strip_gray, _ in strips])
-    alphas = [strip_alpha.ravel() for _, strip_alpha in strips if strip_alpha is not None]
-    return gray, np.concatenate(alphas) if alphas else None
+class _PooledPlane:
+    """One plane of a picture (grey or opacity), fed a band of rows at a time: pooled by
+    ``factor`` with each reducer into arrays made once, and its outermost pixels kept."""
 
+    def __init__(self, size: tuple[int, int], factor: int, reducers: tuple[np.ufunc, ...]) -> None:
+        self.shape = (-(-size[1] // factor), -(-size[0] // factor))  # ceiling division
+        self.factor = factor
+        self.reducers = reducers
+        self._pooled: list[np.ndarray] = []  # made on the first band
+        self._pooled_rows = 0
+        self._top = np.empty(0, dtype=np.uint8)  # the first band's first row
+        self._bottom = np.empty(0, dtype=np.uint8)  # the last band's last row
+        self._sides: list[np.ndarray] = []  # every band's first and last columns
 
-def _alpha_of(image: Image.Image) -> np.ndarray:
-    gray, alpha = _gray_and_alpha(image)
-    return gray if alpha is None else alpha  # only asked of pictures with an alpha band
+    @property
+    def is_read(self) -> bool:
+        return bool(self._sides)
 
+    def add(self, band: np.ndarray) -> None:
+        if not self._sides:
+            self._pooled = [np.empty(self.shape, dtype=band.dtype) for _ in self.reducers]
+            self._top = band[0].copy()
+        rows = slice(self._pooled_rows, self._pooled_rows + -(-len(band) // self.factor))
+        for pooled, reducer in zip(self._pooled, self.reducers, strict=True):
+            pooled[rows] = _pool(band, self.factor, reducer)
+        self._pooled_rows = rows.stop
+        self._bottom = band[-1].copy()
+        self._sides.append(band[:, [0, -1]])
 
-def _flat_gray_of(image: Image.Image) -> np.ndarray:
-    return _flatten_onto_white(*_gray_and_alpha(image))
+    def pooled(self) -> list[np.ndarray]:
+        return self._pooled
+
+    def border(self) -> np.ndarray:
+        """Every outermost pixel once: the top and bottom rows, then the sides between."""
+        sides = np.concatenate(self._sides)[1:-1]
+        return np.concatenate([self._top, self._bottom, sides.ravel()])
 
 
 def _flatten_onto_white(gray: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
