@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from serving.api import health, v1, v2
 from serving.api.common import error_response, serving_error_response, unexpected_error_response
 from serving.auth import ApiKeyMiddleware
+from serving.decode_pool import DecodePool
 from serving.errors import ServingError
 from serving.fastpath import ServingApp, as_serving_app
 from serving.head import HeadAsGetMiddleware
@@ -32,7 +33,7 @@ from serving.limits import BodyLimitMiddleware
 from serving.metrics import ServingMetrics, render_metrics
 from serving.middleware import ObservabilityMiddleware
 from serving.repository import ModelRepository
-from serving.runtime import ModelLoadError
+from serving.runtime import ModelLoadError, usable_cpus
 from serving.settings import Settings
 
 logger = logging.getLogger("mnist_serve.app")
@@ -55,6 +56,7 @@ class Server:
     settings: Settings
     repository: ModelRepository
     metrics: ServingMetrics
+    decode_pool: DecodePool
     is_draining: bool = False
 
     @property
@@ -66,7 +68,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
     """A new app with its own settings, repository and metrics registry."""
     settings = settings if settings is not None else Settings()
     metrics = ServingMetrics()
-    server = Server(settings, ModelRepository(settings, metrics), metrics)
+    server = Server(settings, ModelRepository(settings, metrics), metrics, _decode_pool(settings))
 
     @asynccontextmanager
     async def lifespan(app: ServingApp) -> AsyncIterator[None]:
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
         yield
         server.is_draining = True
         await server.repository.close()
+        server.decode_pool.close()
         server.metrics.flush()  # the last requests' updates, before a worker's files close
 
     app = as_serving_app(
@@ -103,6 +106,16 @@ def create_app(settings: Settings | None = None) -> ServingApp:
     _add_operational_routes(app, server)
     _add_middleware(app, settings, metrics)
     return app
+
+
+def _decode_pool(settings: Settings) -> DecodePool:
+    """Pictures decode on at most one thread per usable CPU (split across workers)."""
+    threads = settings.decode_threads or max(1, usable_cpus() // settings.workers)
+    return DecodePool(
+        threads,
+        settings.max_waiting_decodes,
+        overload_status_code=settings.overload_status_code,
+    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:

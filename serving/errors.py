@@ -67,10 +67,12 @@ class UnsupportedMediaType(ServingError):
 
 
 class Overloaded(ServingError):
-    """The queue is full, or the request could not finish before its deadline.
+    """The queue is full, the request could not finish before its deadline, or too many
+    requests wait for their pictures to be decoded.
 
     ``reason`` labels the rejection in metrics (``queue_full``, ``deadline``,
-    ``shutting_down``); the status is 503 or 429 by setting, with ``Retry-After``.
+    ``shutting_down``, ``decoders_busy``); the status is 503 or 429 by setting, with
+    ``Retry-After``.
     """
 
     status_code = 503
@@ -95,7 +97,8 @@ class ModelNotReady(ServingError):
 
 
 class DeadlineExceeded(ServingError):
-    """The request waited in the queue past its timeout; its work was dropped unrun."""
+    """The request's timeout passed while it waited in the queue (its work is dropped
+    unrun) or while its pictures were decoded (the rest are not decoded)."""
 
     status_code = 504
 

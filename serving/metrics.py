@@ -63,7 +63,7 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 ENDPOINTS = ("v1", "v2")
 OUTCOMES = ("success", "client_error", "rejected", "timeout", "server_error")
-REJECTION_REASONS = ("queue_full", "deadline", "shutting_down")
+REJECTION_REASONS = ("queue_full", "deadline", "shutting_down", "decoders_busy")
 
 
 class _RequestSeries:
@@ -123,7 +123,8 @@ class ServingMetrics:
         )
         self.rejections = Counter(
             "mnist_serve_rejections",
-            "Requests refused at the door, by reason (queue_full, deadline, shutting_down)",
+            "Requests refused at the door, by reason "
+            "(queue_full, deadline, shutting_down, decoders_busy)",
             [*model, "reason"],
             registry=self.registry,
         )
@@ -258,7 +259,8 @@ class ServingMetrics:
             tally.observe(series.compute, compute_s)
 
     def request_rejected(self, *, model: str, version: str, reason: str) -> None:
-        """Count a refusal at the door (queue full, deadline unreachable, shutting down)."""
+        """Count a refusal at the door (queue full, deadline unreachable, shutting down,
+        too many pictures waiting to be decoded)."""
         self.rejections.labels(model, version, reason).inc()
 
     def batch_executed(self, *, model: str, version: str, images: int, compute_s: float) -> None:

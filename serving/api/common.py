@@ -146,12 +146,7 @@ async def infer(
         result = await _submit(server, model, images, deadline, is_alone=is_alone(request.scope))
         check_outputs(model, result.outputs, len(images))
     except ServingError as error:
-        outcome = _OUTCOMES.get(type(error), "server_error")
-        if isinstance(error, Overloaded):
-            server.metrics.request_rejected(
-                model=model.name, version=model.version, reason=error.reason
-            )
-        _finish(request, server, model, endpoint, outcome, 0, started)
+        count_failure(request, model, error, endpoint=endpoint, started=started)
         raise
     request.state.inference = InferenceRecord(
         model.name,
@@ -179,6 +174,34 @@ async def _submit(
         if replacement is model:
             raise
         return await replacement.batcher.submit(images, deadline=deadline, is_alone=is_alone)
+
+
+def count_failure(
+    request: Request,
+    model: ServedModel,
+    error: ServingError,
+    *,
+    endpoint: str,
+    started: float | None = None,
+) -> None:
+    """Count a request for ``model`` that ``error`` ended, in the queue or while its
+    pictures were decoded: refused (counted by reason too), timed out, or failed."""
+    server = server_of(request)
+    request.state.is_counted = True
+    if isinstance(error, Overloaded):
+        server.metrics.request_rejected(
+            model=model.name, version=model.version, reason=error.reason
+        )
+    outcome = _OUTCOMES.get(type(error), "server_error")
+    _finish(
+        request,
+        server,
+        model,
+        endpoint,
+        outcome,
+        0,
+        time.perf_counter() if started is None else started,
+    )
 
 
 def server_extension(scope: Scope, name: str) -> Any:

@@ -1,14 +1,17 @@
 """The simple v1 API: predict digits from JSON, raw bytes or pictures; list the models.
 
 The predict path is the hot path: one body read, one decode (orjson or numpy),
-numpy validation, the batcher, one orjson encode. Picture decoding and large JSON
-bodies run in a worker thread so the event loop keeps serving other requests.
+numpy validation, the batcher, one orjson encode. Large JSON bodies decode in a worker
+thread so the event loop keeps serving other requests; pictures decode on the server's
+decode pool, which bounds how many decode at once, refuses requests beyond a short
+line (503/429) and stops at the request's deadline (504).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
 import numpy as np
@@ -18,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from serving.api import v1_docs as docs
-from serving.api.common import infer, read_body, server_of
+from serving.api.common import count_failure, infer, read_body, request_deadline, server_of
 from serving.codecs.images import decode_image
 from serving.codecs.tensors import check_image_count
 from serving.codecs.v1 import (
@@ -28,9 +31,17 @@ from serving.codecs.v1 import (
     labels_of,
     softmax,
 )
-from serving.errors import InvalidInput, ModelNotFound, UnsupportedMediaType
+from serving.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    UnsupportedMediaType,
+)
 from serving.repository import ServedModel
-from serving.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.app import Server
 
 router = APIRouter(tags=["v1"])
 
@@ -69,15 +80,20 @@ async def predict_version(request: Request) -> Response:
 async def _predict(request: Request, name: str, version: str | None) -> Response:
     server = server_of(request)
     served: ServedModel = server.repository.get(name, version)  # 404 / 503 before the body
-    images = await _decode_body(request, server.settings)
+    try:
+        images = await _decode_body(request, server)
+    except (Overloaded, DeadlineExceeded) as error:  # from the decode pool
+        count_failure(request, served, error, endpoint="v1")
+        raise
     result = await infer(request, served, images, endpoint="v1")
     probabilities, labels = result.derived(softmax), result.derived(labels_of)
     body = encode_probabilities(served.name, served.version, probabilities, labels)
     return Response(body, media_type=docs.JSON)
 
 
-async def _decode_body(request: Request, settings: Settings) -> np.ndarray:
+async def _decode_body(request: Request, server: Server) -> np.ndarray:
     """The request's images as float32 (N, 1, 28, 28), chosen by its Content-Type."""
+    settings = server.settings
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     max_images = settings.max_images_per_request
     if content_type == docs.JSON:
@@ -89,10 +105,10 @@ async def _decode_body(request: Request, settings: Settings) -> np.ndarray:
         return decode_octet_images(await read_body(request), max_images)
     if content_type.startswith("image/"):
         picture = await read_body(request)
-        image = await anyio.to_thread.run_sync(decode_image, picture, settings.max_image_pixels)
-        return image.reshape(1, 1, 28, 28)
+        job = partial(decode_image, picture, settings.max_image_pixels)
+        return await _decode_pictures(request, server, [job])
     if content_type == docs.MULTIPART:
-        return await _decode_uploads(request, settings)
+        return await _decode_uploads(request, server)
     accepted = ", ".join(docs.ACCEPTED_TYPES)
     if not content_type:
         raise UnsupportedMediaType(f"no Content-Type; send one of: {accepted}")
@@ -101,10 +117,10 @@ async def _decode_body(request: Request, settings: Settings) -> np.ndarray:
     )
 
 
-async def _decode_uploads(request: Request, settings: Settings) -> np.ndarray:
+async def _decode_uploads(request: Request, server: Server) -> np.ndarray:
     """Every file part of a multipart body is one picture; other fields are ignored."""
     await read_body(request)  # enforces max_body_bytes; the form parser reuses the bytes
-    max_images = settings.max_images_per_request
+    max_images = server.settings.max_images_per_request
     try:
         async with request.form(max_files=max_images, max_fields=MAX_FORM_FIELDS) as form:
             pictures = [
@@ -115,19 +131,29 @@ async def _decode_uploads(request: Request, settings: Settings) -> np.ndarray:
     except HTTPException as error:  # Starlette's wrapping of the multipart parser's errors
         raise InvalidInput(f"multipart body: {error.detail}") from None
     check_image_count(len(pictures), max_images, field="multipart files")
-    return await anyio.to_thread.run_sync(
-        partial(_decode_pictures, pictures, settings.max_image_pixels)
-    )
+    max_pixels = server.settings.max_image_pixels
+    jobs = [
+        partial(_decode_file, index, field, filename, picture, max_pixels)
+        for index, (field, filename, picture) in enumerate(pictures)
+    ]
+    return await _decode_pictures(request, server, jobs)
 
 
-def _decode_pictures(pictures: list[tuple[str, str | None, bytes]], max_pixels: int) -> np.ndarray:
-    images = np.empty((len(pictures), 1, 28, 28), dtype=np.float32)
-    for index, (field, filename, picture) in enumerate(pictures):
-        try:
-            images[index, 0] = decode_image(picture, max_pixels)
-        except InvalidInput as error:
-            raise InvalidInput(f"file {index} ({field}={filename!r}): {error.message}") from None
-    return images
+async def _decode_pictures(
+    request: Request, server: Server, jobs: list[Callable[[], np.ndarray]]
+) -> np.ndarray:
+    """Run picture decodes on the server's decode pool, within the request's deadline."""
+    images = await server.decode_pool.run(jobs, request_deadline(request))
+    return np.stack(images).reshape(len(images), 1, 28, 28)
+
+
+def _decode_file(
+    index: int, field: str, filename: str | None, picture: bytes, max_pixels: int
+) -> np.ndarray:
+    try:
+        return decode_image(picture, max_pixels)
+    except InvalidInput as error:
+        raise InvalidInput(f"file {index} ({field}={filename!r}): {error.message}") from None
 
 
 # --- Model information ------------------------------------------------------------------

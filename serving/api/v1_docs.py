@@ -72,7 +72,7 @@ def errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         415: "Content-Type not one of: " + ", ".join(ACCEPTED_TYPES),
         429: "Overloaded (when overload_status_code is 429); see Retry-After",
         503: "Model not ready, or overloaded (see Retry-After)",
-        504: "Deadline passed while queued (request_timeout_s or X-Request-Timeout-Ms)",
+        504: "Deadline (request_timeout_s or X-Request-Timeout-Ms) passed while queued or decoding",
     }
     return {code: {"model": ErrorBody, "description": meaning[code]} for code in status_codes}
 

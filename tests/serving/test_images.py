@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageOps
 
+from serving.codecs import images
 from serving.codecs.images import decode_image
 from serving.errors import InvalidInput
 from tests.support import PUBLISHED_MODELS
@@ -252,6 +254,67 @@ def test_decompression_bomb_is_refused() -> None:
 
     with pytest.raises(InvalidInput, match=r"^image: "):
         decode_image(bomb, max_pixels=25_000_000)
+
+
+HUGE_SIDE = 5000  # 25 MP: the largest picture the default max_image_pixels lets in
+
+
+@pytest.fixture(scope="module")
+def huge_png() -> bytes:
+    """A 5000x5000 RGBA photo-sized seven: 100 MB once decoded, ~0.5 MB as a PNG."""
+    drawing = draw_digit(
+        7, (HUGE_SIDE, HUGE_SIDE), (0.2, 0.1, 0.8, 0.9), (0, 0, 0, 255), (255,) * 4, "RGBA", 200
+    )
+    return encoded(drawing, compress_level=1)
+
+
+def test_a_huge_picture_is_never_copied_whole_into_arrays(huge_png: bytes) -> None:
+    tracemalloc.start()  # sees numpy's arrays, not the picture Pillow decodes into
+    try:
+        pixels = decode_image(huge_png, max_pixels=HUGE_SIDE**2)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert_mnist_like(pixels)
+    assert peak_bytes < HUGE_SIDE**2 // 2  # half of one full-size grey copy
+
+
+def test_a_huge_picture_gives_the_digit_a_small_one_does(huge_png: bytes) -> None:
+    small = draw_digit(7, (500, 500), (0.2, 0.1, 0.8, 0.9), (0, 0, 0, 255), (255,) * 4, "RGBA", 20)
+
+    np.testing.assert_allclose(
+        decode_image(huge_png, max_pixels=HUGE_SIDE**2),
+        decode_image(encoded(small), MAX_PIXELS),
+        atol=0.1,
+    )
+
+
+BANDED_PICTURES: dict[str, Callable[[], Image.Image]] = {
+    "translucent ink on white": lambda: draw_digit(
+        4, (2300, 1700), (0.3, 0.1, 0.7, 0.9), (0, 0, 90, 160), (255,) * 4, "RGBA", 40
+    ),
+    "transparent canvas": lambda: draw_digit(
+        7, (1700, 2300), (0.2, 0.1, 0.8, 0.9), (0, 0, 0, 255), (0,) * 4, "RGBA", 40
+    ),
+    "light on dark grey": lambda: draw_digit(
+        2, (3100, 1100), (0.4, 0.1, 0.6, 0.9), (230,), (40,), "L", 30
+    ),
+}
+
+
+@pytest.mark.parametrize("picture", BANDED_PICTURES)
+def test_reading_a_picture_in_bands_does_not_change_the_result(
+    picture: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = encoded(BANDED_PICTURES[picture]())
+    monkeypatch.setattr(images, "BAND_PIXELS", 10**9)
+    whole = decode_image(data, MAX_PIXELS)
+
+    monkeypatch.setattr(images, "BAND_PIXELS", 5_000)  # bands of a few rows
+    in_bands = decode_image(data, MAX_PIXELS)
+
+    np.testing.assert_array_equal(in_bands, whole)
 
 
 @pytest.mark.parametrize(
