@@ -1,7 +1,9 @@
-"""Helpers the tests share: a tiny real ONNX model, a real server process, integration gates."""
+"""Helpers the tests share: a tiny real ONNX model, a real server process, integration
+gates, and guarded event-loop scenarios."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -9,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -24,6 +27,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_MODELS = REPO_ROOT / "models"
 # The command the Dockerfile CMD and docker-compose run: configuration comes from MNIST_SERVE_*.
 SERVE_COMMAND = ["mnist-serve"]
+# Bound on any single wait of an event-loop scenario, so a bug fails its test, not hangs it.
+GUARD_S = 10.0
+
+T = TypeVar("T")
+
+
+def run_scenario(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
+    """``asyncio.run`` of the scenario, failed if it takes longer than ``GUARD_S``."""
+
+    async def guarded() -> T:
+        return await asyncio.wait_for(coroutine_factory(), GUARD_S)
+
+    return asyncio.run(guarded())
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` on the event loop until it holds (no fixed sleeps), at most
+    ``GUARD_S``."""
+    deadline = time.monotonic() + GUARD_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.001)
 
 
 def integration_required() -> bool:

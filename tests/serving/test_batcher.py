@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from serving.batcher import Batcher, BatcherConfig, BatchResult
 from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from tests.support import GUARD_S, run_scenario, wait_until
 
-T = TypeVar("T")
 POISON = 0.5
-GUARD_S = 10.0  # bound on any single await, so a bug fails the test instead of hanging it
 
 
 class GatedRun:
@@ -47,22 +45,6 @@ def images_of(value: float, count: int = 1) -> np.ndarray:
     return np.full((count, 1, 28, 28), value, dtype=np.float32)
 
 
-def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
-    async def guarded() -> T:
-        return await asyncio.wait_for(coroutine_factory(), GUARD_S)
-
-    return asyncio.run(guarded())
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    """Poll a condition with a deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + GUARD_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.001)
-
-
 def make_batcher(model: GatedRun, **overrides: object) -> Batcher:
     config = BatcherConfig(
         **{"max_batch_size": 8, "max_queue_delay_s": 0.0, "max_queue_size": 64, **overrides}
@@ -77,8 +59,22 @@ async def occupy(batcher: Batcher, model: GatedRun) -> asyncio.Task:
     model.gate.clear()
     model.entered.clear()
     task = asyncio.ensure_future(batcher.submit(images_of(0.01)))
-    await wait_for(model.entered.is_set)
+    await wait_until(model.entered.is_set)
     return task
+
+
+async def run_behind_a_busy_model(
+    batcher: Batcher, model: GatedRun, requests: list[np.ndarray]
+) -> list[BatchResult]:
+    """Keep the model busy with one request, queue ``requests`` behind it, let them all
+    run, close the batcher: the answers, the first request's included."""
+    first = await occupy(batcher, model)
+    waiting = [asyncio.ensure_future(batcher.submit(images)) for images in requests]
+    await wait_until(lambda: batcher.queued_images == sum(len(images) for images in requests))
+    model.gate.set()
+    results = await asyncio.gather(first, *waiting)
+    await batcher.close()
+    return results
 
 
 def test_lone_request_runs_at_once_even_with_a_long_queue_delay() -> None:
@@ -91,7 +87,7 @@ def test_lone_request_runs_at_once_even_with_a_long_queue_delay() -> None:
         assert np.allclose(result.outputs, 0.2)
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     assert model.batch_sizes == [1]
 
 
@@ -99,17 +95,12 @@ def test_requests_arriving_while_busy_are_batched_together_in_order() -> None:
     model = GatedRun()
 
     async def scenario() -> list[np.ndarray]:
-        batcher = make_batcher(model)
-        first = await occupy(batcher, model)
         values = [0.02 * (index + 1) for index in range(6)]
-        waiting = [asyncio.ensure_future(batcher.submit(images_of(value))) for value in values]
-        await wait_for(lambda: batcher.queued_images == 6)
-        model.gate.set()
-        results = await asyncio.gather(first, *waiting)
-        await batcher.close()
+        requests = [images_of(value) for value in values]
+        results = await run_behind_a_busy_model(make_batcher(model), model, requests)
         return [result.outputs for result in results[1:]]
 
-    outputs = run(scenario)
+    outputs = run_scenario(scenario)
     assert model.batch_sizes == [1, 6]
     for index, output in enumerate(outputs):
         assert np.allclose(output, 2 * 0.02 * (index + 1))
@@ -130,13 +121,13 @@ def test_a_row_function_runs_once_per_batch_and_each_request_gets_its_own_rows()
             asyncio.ensure_future(batcher.submit(images_of(0.1 * (index + 1), index + 1)))
             for index in range(3)
         ]
-        await wait_for(lambda: batcher.queued_images == 6)
+        await wait_until(lambda: batcher.queued_images == 6)
         model.gate.set()
         results = await asyncio.gather(first, *waiting)
         await batcher.close()
         return results[1:]
 
-    results = run(scenario)
+    results = run_scenario(scenario)
     derived = [result.derived(doubled) for result in results]
     assert calls == [6]
     for index, (result, rows) in enumerate(zip(results, derived, strict=True)):
@@ -151,12 +142,12 @@ def test_batches_are_counted_in_images_not_requests() -> None:
         batcher = make_batcher(model, max_batch_size=8)
         first = await occupy(batcher, model)
         waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 3))) for _ in range(4)]
-        await wait_for(lambda: batcher.queued_images == 12)
+        await wait_until(lambda: batcher.queued_images == 12)
         model.gate.set()
         await asyncio.gather(first, *waiting)
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     assert model.batch_sizes == [1, 6, 6]
 
 
@@ -170,7 +161,7 @@ def test_request_larger_than_max_batch_size_runs_alone_in_one_call() -> None:
         await batcher.close()
         return result.outputs
 
-    outputs = run(scenario)
+    outputs = run_scenario(scenario)
     assert model.batch_sizes == [20]
     assert np.allclose(outputs[:, 0], 2 * np.arange(20) / 100)
 
@@ -182,7 +173,7 @@ def test_full_queue_refuses_at_once_with_retry_after() -> None:
         batcher = make_batcher(model, max_queue_size=4, overload_status_code=429)
         first = await occupy(batcher, model)
         waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(4)]
-        await wait_for(lambda: batcher.queued_images == 4)
+        await wait_until(lambda: batcher.queued_images == 4)
         with pytest.raises(Overloaded) as refused:
             await batcher.submit(images_of(0.1))
         model.gate.set()
@@ -190,7 +181,7 @@ def test_full_queue_refuses_at_once_with_retry_after() -> None:
         await batcher.close()
         return refused.value
 
-    refusal = run(scenario)
+    refusal = run_scenario(scenario)
     assert refusal.reason == "queue_full"
     assert refusal.status_code == 429
     assert int(refusal.headers["Retry-After"]) >= 1
@@ -209,7 +200,7 @@ def test_request_expiring_in_the_queue_is_dropped_unrun() -> None:
         await first
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     assert not any(np.any(call == 0.3) for call in model.calls)
 
 
@@ -223,17 +214,17 @@ def test_request_expiring_while_its_batch_runs_gets_its_504_and_batch_mates_thei
             batcher.submit(images_of(0.2), deadline=time.monotonic() + 0.05)
         )
         patient = asyncio.ensure_future(batcher.submit(images_of(0.3)))
-        await wait_for(lambda: batcher.queued_images == 2)
+        await wait_until(lambda: batcher.queued_images == 2)
         first_gate, model.gate = model.gate, threading.Event()  # holds the second batch
         first_gate.set()
-        await wait_for(lambda: batcher.queued_images == 0)  # hasty and patient taken
-        await wait_for(hasty.done)  # expires while its batch is held
+        await wait_until(lambda: batcher.queued_images == 0)  # hasty and patient taken
+        await wait_until(hasty.done)  # expires while its batch is held
         model.gate.set()
         outcomes = await asyncio.gather(first, hasty, patient, return_exceptions=True)
         await batcher.close()
         return outcomes, batcher
 
-    [_, hasty, patient], batcher = run(scenario)
+    [_, hasty, patient], batcher = run_scenario(scenario)
     assert isinstance(hasty, DeadlineExceeded)
     assert np.allclose(patient.outputs, 0.6)
     assert model.batch_sizes == [1, 2]
@@ -255,15 +246,15 @@ def test_queue_depth_is_reported_once_per_event_loop_turn_with_its_latest_value(
         first = await occupy(batcher, model)
         reports.clear()
         waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 2))) for _ in range(3)]
-        await wait_for(lambda: batcher.queued_images == 6)
+        await wait_until(lambda: batcher.queued_images == 6)
         await asyncio.sleep(0)  # the turn that reports
         assert reports == [(6, 3)]
         model.gate.set()
         await asyncio.gather(first, *waiting)
-        await wait_for(lambda: reports[-1] == (0, 0))
+        await wait_until(lambda: reports[-1] == (0, 0))
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_deadline_that_cannot_be_met_is_refused_at_the_door() -> None:
@@ -280,7 +271,7 @@ def test_deadline_that_cannot_be_met_is_refused_at_the_door() -> None:
         await batcher.close()
         return refused.value
 
-    assert run(scenario).reason == "deadline"
+    assert run_scenario(scenario).reason == "deadline"
     assert not any(np.any(call == 0.3) for call in model.calls)
 
 
@@ -294,7 +285,7 @@ def test_request_whose_deadline_passed_before_it_came_times_out_not_told_to_retr
         await batcher.close()
         return expired.value
 
-    error = run(scenario)
+    error = run_scenario(scenario)
     assert error.status_code == 504
     assert "before it reached model 'fake'" in error.message
     assert model.calls == []
@@ -308,7 +299,7 @@ def test_failing_batch_is_bisected_so_only_the_poisoned_request_fails() -> None:
         batcher = make_batcher(model)
         first = await occupy(batcher, model)
         waiting = [asyncio.ensure_future(batcher.submit(images_of(value))) for value in values]
-        await wait_for(lambda: batcher.queued_images == len(values))
+        await wait_until(lambda: batcher.queued_images == len(values))
         model.gate.set()
         await first
         results = await asyncio.gather(*waiting, return_exceptions=True)
@@ -316,7 +307,7 @@ def test_failing_batch_is_bisected_so_only_the_poisoned_request_fails() -> None:
         await batcher.close()
         return [*results, after]
 
-    *results, after = run(scenario)
+    *results, after = run_scenario(scenario)
     for value, result in zip(values, results, strict=True):
         if value == POISON:
             assert isinstance(result, InferenceFailed)
@@ -332,14 +323,14 @@ def test_cancelled_request_is_never_computed() -> None:
         batcher = make_batcher(model)
         first = await occupy(batcher, model)
         abandoned = asyncio.ensure_future(batcher.submit(images_of(0.3)))
-        await wait_for(lambda: batcher.queued_images == 1)
+        await wait_until(lambda: batcher.queued_images == 1)
         abandoned.cancel()
-        await wait_for(lambda: batcher.queued_images == 0)
+        await wait_until(lambda: batcher.queued_images == 0)
         model.gate.set()
         await first
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     assert model.batch_sizes == [1]
 
 
@@ -350,9 +341,9 @@ def test_close_finishes_queued_requests_and_refuses_new_ones() -> None:
         batcher = make_batcher(model)
         first = await occupy(batcher, model)
         waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(5)]
-        await wait_for(lambda: batcher.queued_images == 5)
+        await wait_until(lambda: batcher.queued_images == 5)
         closing = asyncio.ensure_future(batcher.close())
-        await wait_for(lambda: batcher._is_closing)
+        await wait_until(lambda: batcher._is_closing)
         with pytest.raises(Overloaded) as refused:
             await batcher.submit(images_of(0.1))
         assert refused.value.reason == "shutting_down"
@@ -361,7 +352,7 @@ def test_close_finishes_queued_requests_and_refuses_new_ones() -> None:
         await closing
         assert all(np.allclose(result.outputs, 0.2) for result in results[1:])
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_without_batching_each_request_runs_alone() -> None:
@@ -369,14 +360,9 @@ def test_without_batching_each_request_runs_alone() -> None:
 
     async def scenario() -> None:
         batcher = make_batcher(model, batching=False, max_batch_size=1)
-        first = await occupy(batcher, model)
-        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(3)]
-        await wait_for(lambda: batcher.queued_images == 3)
-        model.gate.set()
-        await asyncio.gather(first, *waiting)
-        await batcher.close()
+        await run_behind_a_busy_model(batcher, model, [images_of(0.1)] * 3)
 
-    run(scenario)
+    run_scenario(scenario)
     assert model.batch_sizes == [1, 1, 1, 1]
 
 
@@ -387,17 +373,17 @@ def test_under_load_the_batcher_waits_for_as_many_images_as_the_last_batch_had()
         batcher = make_batcher(model, max_queue_delay_s=GUARD_S / 2)
         first = await occupy(batcher, model)
         four = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(4)]
-        await wait_for(lambda: batcher.queued_images == 4)
+        await wait_until(lambda: batcher.queued_images == 4)
         model.gate.set()
         await asyncio.gather(first, *four)
         # The last batch had four images, so a lone request now waits for three more...
         lone = asyncio.ensure_future(batcher.submit(images_of(0.2)))
-        await wait_for(lambda: batcher.queued_images == 1)
+        await wait_until(lambda: batcher.queued_images == 1)
         rest = [asyncio.ensure_future(batcher.submit(images_of(0.3))) for _ in range(3)]
         await asyncio.gather(lone, *rest)
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     # ...and runs with them, instead of alone (the delay, 5 s here, is only a cap).
     assert model.batch_sizes == [1, 4, 4]
 
@@ -412,7 +398,7 @@ def test_stats_count_inferences_and_executions() -> None:
         await batcher.close()
         return batcher
 
-    stats = run(scenario).stats
+    stats = run_scenario(scenario).stats
     assert stats.inference_count == 5
     assert stats.execution_count == 2
     assert stats.success.count == 2
@@ -428,15 +414,10 @@ def test_stats_split_a_batch_into_input_infer_and_output_as_triton_does() -> Non
         config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, max_queue_size=64)
         batcher = Batcher(model, config, on_batch=lambda images, s: compute_times.append(s))
         batcher.start()
-        first = await occupy(batcher, model)
-        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1))) for _ in range(4)]
-        await wait_for(lambda: batcher.queued_images == 4)
-        model.gate.set()
-        await asyncio.gather(first, *waiting)
-        await batcher.close()
+        await run_behind_a_busy_model(batcher, model, [images_of(0.1)] * 4)
         return batcher
 
-    stats = run(scenario).stats
+    stats = run_scenario(scenario).stats
     assert model.batch_sizes == [1, 4]
     of_four = stats.batch_sizes[4]
     parts = (of_four.compute_input, of_four.compute_infer, of_four.compute_output)
@@ -460,7 +441,7 @@ def test_stats_count_a_failed_request_once_and_no_execution() -> None:
         await batcher.close()
         return batcher
 
-    stats = run(scenario).stats
+    stats = run_scenario(scenario).stats
     assert (stats.fail.count, stats.success.count, stats.execution_count) == (1, 0, 0)
 
 
@@ -507,7 +488,7 @@ def where_batches_ran(
         await batcher.close()
         return threading.get_ident()
 
-    loop_thread = run(scenario)
+    loop_thread = run_scenario(scenario)
     return ["loop" if thread == loop_thread else "thread" for thread in model.threads]
 
 
@@ -564,14 +545,14 @@ def test_requests_gathered_into_one_batch_run_on_the_thread() -> None:
         batcher.start()
         first = await occupy(batcher, model)
         waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 4))) for _ in range(2)]
-        await wait_for(lambda: batcher.queued_images == 8)
+        await wait_until(lambda: batcher.queued_images == 8)
         is_idle = True
         model.gate.set()
         await asyncio.gather(first, *waiting)
         await batcher.close()
         return threading.get_ident()
 
-    loop_thread = run(scenario)
+    loop_thread = run_scenario(scenario)
     assert model.batch_sizes == [1, 8]
     assert [thread == loop_thread for thread in model.threads] == [False, False]
 
@@ -624,7 +605,7 @@ def test_a_lone_request_on_an_idle_batcher_is_answered_without_the_batching_loop
         assert {size: s.compute_infer.count for size, s in stats.batch_sizes.items()} == {3: 1}
         return result, threading.get_ident()
 
-    result, loop_thread = run(scenario)
+    result, loop_thread = run_scenario(scenario)
     assert np.allclose(result.outputs, 0.2)
     assert result.outputs.shape == (3, 10)
     assert (result.queue_s, result.batch_images) == (0.0, 3)
@@ -638,13 +619,13 @@ def test_a_request_not_known_to_be_alone_goes_through_the_queue() -> None:
     async def scenario() -> None:
         batcher = lone_batcher(model)
         waiting = asyncio.ensure_future(batcher.submit(images_of(0.1)))
-        await wait_for(lambda: batcher.queued_images == 1)
+        await wait_until(lambda: batcher.queued_images == 1)
         assert model.calls == []
         batcher.start()
         await waiting
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     assert model.batch_sizes == [1]
 
 
@@ -656,12 +637,12 @@ def test_a_lone_request_waits_for_the_queue_when_the_server_is_busy() -> None:
         batcher.config.inline_max_images = 1  # quicker than a hand-off, were it idle
         batcher.config.inline_max_s = 1e-3
         waiting = asyncio.ensure_future(batcher.submit(images_of(0.1), is_alone=True))
-        await wait_for(lambda: batcher.queued_images == 1)
+        await wait_until(lambda: batcher.queued_images == 1)
         batcher.start()
         await waiting
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     assert model.batch_sizes == [1]
 
 
@@ -677,13 +658,13 @@ def test_a_lone_request_arriving_while_a_batch_runs_queues_behind_it() -> None:
         first = await occupy(batcher, model)
         is_idle = True  # as the probe may say; the batcher itself is busy
         second = asyncio.ensure_future(batcher.submit(images_of(0.3), is_alone=True))
-        await wait_for(lambda: batcher.queued_images == 1)
+        await wait_until(lambda: batcher.queued_images == 1)
         model.gate.set()
         assert np.allclose((await second).outputs, 0.6)
         await first
         await batcher.close()
 
-    run(scenario)
+    run_scenario(scenario)
     assert [call[0, 0, 0, 0] for call in model.calls] == pytest.approx([0.01, 0.3])
 
 
@@ -698,7 +679,7 @@ def test_a_lone_request_the_model_fails_on_gets_its_error_and_the_next_is_answer
         assert np.allclose((await batcher.submit(images_of(0.1), is_alone=True)).outputs, 0.2)
         return batcher
 
-    stats = run(scenario).stats
+    stats = run_scenario(scenario).stats
     assert (stats.fail.count, stats.success.count, stats.execution_count) == (1, 1, 1)
     assert batches == [2, 1]
 
@@ -710,12 +691,12 @@ def test_a_lone_request_too_large_for_the_event_loop_goes_through_the_queue() ->
     async def scenario() -> int:
         batcher = lone_batcher(model)
         waiting = asyncio.ensure_future(batcher.submit(images_of(0.1, 1024), is_alone=True))
-        await wait_for(lambda: batcher.queued_images == 1024)
+        await wait_until(lambda: batcher.queued_images == 1024)
         batcher.start()
         await waiting
         await batcher.close()
         return threading.get_ident()
 
-    loop_thread = run(scenario)
+    loop_thread = run_scenario(scenario)
     assert model.batch_sizes == [1024]
     assert model.threads != [loop_thread]

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 import pytest
 
 from serving.decode_pool import DecodePool
 from serving.errors import DeadlineExceeded, InvalidInput, Overloaded
-
-T = TypeVar("T")
-GUARD_S = 10.0  # bound on any single wait, so a bug fails the test instead of hanging it
+from tests.support import GUARD_S, run_scenario, wait_until
 
 
 class GatedJobs:
@@ -41,21 +38,6 @@ class GatedJobs:
         return run
 
 
-def run(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
-    async def guarded() -> T:
-        return await asyncio.wait_for(coroutine_factory(), GUARD_S)
-
-    return asyncio.run(guarded())
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    """Poll a condition with a deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + GUARD_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        await asyncio.sleep(0.001)
-
-
 def far_deadline() -> float:
     return time.monotonic() + GUARD_S
 
@@ -66,7 +48,7 @@ def test_a_requests_jobs_run_in_order_on_the_pools_threads() -> None:
     def where(number: int) -> Callable[[], tuple[int, str]]:
         return lambda: (number, threading.current_thread().name)
 
-    results = run(lambda: pool.run([where(number) for number in range(3)], far_deadline()))
+    results = run_scenario(lambda: pool.run([where(number) for number in range(3)], far_deadline()))
 
     assert [number for number, _ in results] == [0, 1, 2]
     assert all(thread.startswith("decode") for _, thread in results)
@@ -81,11 +63,11 @@ def test_no_more_jobs_run_at_once_than_the_pool_has_threads() -> None:
             asyncio.create_task(pool.run([jobs.job(f"{n}a"), jobs.job(f"{n}b")], far_deadline()))
             for n in range(5)
         ]
-        await wait_for(lambda: jobs.running == 2)
+        await wait_until(lambda: jobs.running == 2)
         jobs.gate.set()
         return await asyncio.gather(*requests)
 
-    results = run(scenario)
+    results = run_scenario(scenario)
 
     assert results == [[f"{n}a", f"{n}b"] for n in range(5)]
     assert jobs.most_running == 2
@@ -100,13 +82,13 @@ def test_a_request_beyond_the_line_is_refused_at_once_with_the_overload_status()
             asyncio.create_task(pool.run([jobs.job(name)], far_deadline()))
             for name in ("running", "waiting")
         ]
-        await wait_for(lambda: jobs.started == ["running"] and pool.admitted == 2)
+        await wait_until(lambda: jobs.started == ["running"] and pool.admitted == 2)
         with pytest.raises(Overloaded) as refused:
             await pool.run([jobs.job("refused")], far_deadline())  # returns with the gate shut
         jobs.gate.set()
         return refused.value, await asyncio.gather(*admitted)
 
-    refusal, results = run(scenario)
+    refusal, results = run_scenario(scenario)
 
     assert results == [["running"], ["waiting"]]
     assert "refused" not in jobs.started
@@ -126,7 +108,9 @@ def test_the_deadline_stops_a_request_between_its_pictures() -> None:
         threading.Event().wait(max(0.0, deadline - time.monotonic()) + 0.01)
 
     with pytest.raises(DeadlineExceeded) as timed_out:
-        run(lambda: pool.run([outlasts_the_deadline, lambda: ran.append("second")], deadline))
+        run_scenario(
+            lambda: pool.run([outlasts_the_deadline, lambda: ran.append("second")], deadline)
+        )
 
     assert ran == ["first"]
     assert timed_out.value.status_code == 504
@@ -140,7 +124,7 @@ def test_an_expired_deadline_starts_no_job() -> None:
     ran: list[str] = []
 
     with pytest.raises(DeadlineExceeded, match="0 of 1 done"):
-        run(lambda: pool.run([lambda: ran.append("job")], time.monotonic() - 1.0))
+        run_scenario(lambda: pool.run([lambda: ran.append("job")], time.monotonic() - 1.0))
 
     assert ran == []
     pool.close()
@@ -151,13 +135,13 @@ def test_a_request_waiting_for_a_thread_times_out_at_its_deadline() -> None:
 
     async def scenario() -> tuple[DeadlineExceeded, list[str]]:
         blocker = asyncio.create_task(pool.run([jobs.job("blocker")], far_deadline()))
-        await wait_for(lambda: jobs.running == 1)
+        await wait_until(lambda: jobs.running == 1)
         with pytest.raises(DeadlineExceeded) as timed_out:
             await pool.run([jobs.job("late")], time.monotonic() + 0.05)
         jobs.gate.set()
         return timed_out.value, await blocker
 
-    timed_out, blocker_result = run(scenario)
+    timed_out, blocker_result = run_scenario(scenario)
 
     assert "waiting for a decode thread" in timed_out.message
     assert jobs.started == ["blocker"]
@@ -177,15 +161,15 @@ def test_a_failing_job_fails_only_its_request() -> None:
             await pool.run([bad_picture], far_deadline())
         return await pool.run([lambda: "next"], far_deadline())
 
-    assert run(scenario) == ["next"]
+    assert run_scenario(scenario) == ["next"]
     pool.close()
 
 
 def test_a_closed_pool_serves_a_later_event_loop() -> None:
     pool = DecodePool(threads=1, max_waiting=0)
-    assert run(lambda: pool.run([lambda: "first"], far_deadline())) == ["first"]
+    assert run_scenario(lambda: pool.run([lambda: "first"], far_deadline())) == ["first"]
 
     pool.close()
 
-    assert run(lambda: pool.run([lambda: "again"], far_deadline())) == ["again"]
+    assert run_scenario(lambda: pool.run([lambda: "again"], far_deadline())) == ["again"]
     pool.close()
