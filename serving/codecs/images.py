@@ -115,7 +115,6 @@ def _working_ink(image: Image.Image) -> np.ndarray:
         if band_alpha is not None:
             opacity.add(band_alpha)
     darkest, lightest = gray.pooled()
-    background = int(np.median(gray.border()))
     if opacity.is_read and np.median(opacity.border()) < 128:
         least_opaque, most_opaque = opacity.pooled()
         card = _opaque_card(least_opaque, darkest, lightest)
@@ -123,6 +122,8 @@ def _working_ink(image: Image.Image) -> np.ndarray:
             return most_opaque  # strokes on a transparent canvas: the opacity is the ink
         darkest, lightest = darkest[card], lightest[card]
         background = _ring_median(darkest, lightest, depth=0)
+    else:
+        background = int(np.median(gray.border()))
     darkest, lightest, background = _without_frame(darkest, lightest, background)
     # uint8 arithmetic with saturation at 0.
     if background - int(darkest.min()) >= int(lightest.max()) - background:  # dark ink
