@@ -35,6 +35,7 @@ from serving.middleware import ObservabilityMiddleware
 from serving.repository import ModelRepository
 from serving.runtime import ModelLoadError, usable_cpus
 from serving.settings import Settings
+from serving.stall import StallWatchdog
 
 logger = logging.getLogger("mnist_serve.app")
 
@@ -57,6 +58,7 @@ class Server:
     repository: ModelRepository
     metrics: ServingMetrics
     decode_pool: DecodePool
+    watchdog: StallWatchdog
     is_draining: bool = False
 
     @property
@@ -68,7 +70,14 @@ def create_app(settings: Settings | None = None) -> ServingApp:
     """A new app with its own settings, repository and metrics registry."""
     settings = settings if settings is not None else Settings()
     metrics = ServingMetrics()
-    server = Server(settings, ModelRepository(settings, metrics), metrics, _decode_pool(settings))
+    repository = ModelRepository(settings, metrics)
+    watchdog = StallWatchdog(
+        repository,
+        metrics,
+        ready_after_s=settings.request_timeout_s,
+        live_after_s=settings.liveness_stall_s,
+    )
+    server = Server(settings, repository, metrics, _decode_pool(settings), watchdog)
 
     @asynccontextmanager
     async def lifespan(app: ServingApp) -> AsyncIterator[None]:
@@ -78,6 +87,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
             logger.error("cannot start: %s", error)  # one clear line above the traceback
             raise
         app.build_inference_stack()
+        server.watchdog.start()
         # Objects alive now (models, sessions, app) live for the whole run: keep them out
         # of the collector's scans, which otherwise add milliseconds to tail latency.
         gc.collect()
@@ -85,6 +95,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
         logger.info("ready: serving %s", ", ".join(server.repository.names()))
         yield
         server.is_draining = True
+        await server.watchdog.stop()
         await server.repository.close()
         server.decode_pool.close()
         server.metrics.flush()  # the last requests' updates, before a worker's files close

@@ -183,6 +183,9 @@ class Batcher:
         self._is_closing = False
         self._is_busy = False
         self._last_batch_images = 0
+        # When the batch on the worker thread started (perf_counter), and its images.
+        self._thread_batch_started: float | None = None
+        self._thread_batch_images = 0
         # Seconds per batch, smoothed; seeds the admission control's wait prediction.
         self._batch_time_s = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
@@ -197,6 +200,17 @@ class Batcher:
     def is_idle(self) -> bool:
         return not self._queue and not self._is_busy
 
+    @property
+    def running_s(self) -> float:
+        """How long the batch on the worker thread has run; 0 when none runs there."""
+        started = self._thread_batch_started
+        return 0.0 if started is None else time.perf_counter() - started
+
+    @property
+    def running_images(self) -> int:
+        """Images in the batch on the worker thread; 0 when none runs there."""
+        return self._thread_batch_images if self._thread_batch_started is not None else 0
+
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
         self._loop_task = asyncio.get_running_loop().create_task(
@@ -210,9 +224,17 @@ class Batcher:
         )
 
     def predicted_wait_s(self, images: int) -> float:
-        """Seconds a request of ``images`` would take if admitted now."""
+        """Seconds a request of ``images`` would take if admitted now.
+
+        A running batch is expected to run at least as long again as it already has: one
+        far past its usual time (a stalled ONNX Runtime call) then refuses requests at once
+        rather than letting each wait out its timeout.
+        """
         batches_ahead = math.ceil((self._queued_images + images) / self.config.max_batch_size)
-        return (batches_ahead + int(self._is_busy)) * self._batch_time_s
+        predicted_s = batches_ahead * self._batch_time_s
+        if self._is_busy:
+            predicted_s += max(self._batch_time_s, self.running_s)
+        return predicted_s
 
     async def submit(
         self, images: np.ndarray, *, deadline: float | None = None, is_alone: bool = False
@@ -263,6 +285,11 @@ class Batcher:
                     f"request timed out before it reached model {self.name!r}: reading and "
                     "decoding it used up its timeout; nothing was run"
                 )
+            # An idle model has nothing ahead of the request to predict from, only a past
+            # batch's time: the request runs, and the estimate learns from it. Refusing on
+            # that alone would refuse forever once one slow batch (a stall) inflated it.
+            if self.is_idle:
+                return
             predicted_s = self.predicted_wait_s(count)
             if now + predicted_s > deadline:
                 raise Overloaded(
@@ -441,9 +468,13 @@ class Batcher:
             if inline_promise_s is not None:
                 outputs = self._run_inline(images, inline_promise_s)
             else:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run, images
-                )
+                self._thread_batch_started, self._thread_batch_images = started, len(images)
+                try:
+                    outputs = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._run, images
+                    )
+                finally:
+                    self._thread_batch_started = None
         except Exception as error:  # the one boundary where a model error must not stop the loop
             self._on_batch(len(images), time.perf_counter() - started)
             if len(batch) > 1:

@@ -40,6 +40,8 @@ class ServedModel:
     runtime: OnnxRuntimeModel
     batcher: Batcher
     is_ready: bool = False
+    # Why a loaded version is not ready: its batch stalled (see serving.stall).
+    stalled_reason: str | None = None
 
     @property
     def provider(self) -> str:
@@ -107,7 +109,8 @@ class ModelRepository:
                 f"model {name!r} has no version {version!r}; available: {sorted(versions, key=int)}"
             )
         if not model.is_ready:
-            raise ModelNotReady(f"model {name!r} version {model.version} is not ready")
+            because = f": {model.stalled_reason}" if model.stalled_reason else ""
+            raise ModelNotReady(f"model {name!r} version {model.version} is not ready{because}")
         return model
 
     def models(self) -> list[ServedModel]:

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
 
     # Lifecycle and failure policy.
     shutdown_grace_s: float = Field(30.0, ge=0, description="Time to drain on SIGTERM")
+    liveness_stall_s: float = Field(
+        60.0,
+        ge=0,
+        description="A batch running this long makes /v2/health/live answer 503, so that an "
+        "orchestrator restarts the process (an ONNX Runtime call cannot be interrupted); "
+        "past request_timeout_s the model is already not ready; 0: never",
+    )
     skip_bad_models: bool = Field(
         False, description="Serve the good models when one fails to load, instead of exiting"
     )

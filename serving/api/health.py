@@ -11,11 +11,16 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/v2/health/live",
-    summary="Liveness: the process is up and its event loop answers",
-    responses={200: {"description": "Live"}},
+    summary="Liveness: the process is up, its event loop answers, no model is wedged",
+    responses={
+        200: {"description": "Live"},
+        503: {"description": "A batch has run past liveness_stall_s: restart the process"},
+    },
 )
-async def live() -> Response:
-    return Response(b'{"live":true}', media_type="application/json")
+async def live(request: Request) -> Response:
+    if server_of(request).watchdog.is_live:
+        return Response(b'{"live":true}', media_type="application/json")
+    return Response(b'{"live":false}', status_code=503, media_type="application/json")
 
 
 @router.get(

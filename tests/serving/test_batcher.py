@@ -275,6 +275,47 @@ def test_deadline_that_cannot_be_met_is_refused_at_the_door() -> None:
     assert not any(np.any(call == 0.3) for call in model.calls)
 
 
+def test_an_idle_model_runs_a_request_its_past_batch_time_says_cannot_make_it() -> None:
+    """One slow batch (a stall) must not get every later request refused: with nothing
+    queued the request runs, and the estimate learns from it."""
+    model = GatedRun()
+
+    async def scenario() -> BatchResult:
+        batcher = make_batcher(model)
+        batcher.record_batch_time(1.0)
+        result = await batcher.submit(images_of(0.3), deadline=time.monotonic() + 0.5)
+        await batcher.close()
+        return result
+
+    assert np.allclose(run_scenario(scenario).outputs, 0.6)
+    assert model.batch_sizes == [1]
+
+
+def test_a_batch_running_far_past_its_usual_time_gets_later_requests_refused_at_once() -> None:
+    """A stalled ONNX Runtime call: the 1 ms warm-up figure no longer predicts the wait."""
+    model = GatedRun()
+
+    async def scenario() -> tuple[Overloaded, float, int]:
+        batcher = make_batcher(model)
+        batcher.record_batch_time(0.001)
+        first = await occupy(batcher, model)
+        await wait_until(lambda: batcher.running_s > 0.2)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(images_of(0.3), deadline=time.monotonic() + 0.1)
+        running = batcher.running_s, batcher.running_images
+        model.gate.set()
+        await first
+        assert (batcher.running_s, batcher.running_images) == (0.0, 0)
+        await batcher.close()
+        return refused.value, *running
+
+    refused, running_s, running_images = run_scenario(scenario)
+    assert refused.reason == "deadline"
+    assert running_s > 0.2
+    assert running_images == 1
+    assert not any(np.any(call == 0.3) for call in model.calls)
+
+
 def test_request_whose_deadline_passed_before_it_came_times_out_not_told_to_retry() -> None:
     model = GatedRun()
 
