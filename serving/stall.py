@@ -101,7 +101,7 @@ class StallWatchdog:
         model.is_ready = False
         self._set_gauge(model, is_ready=False)
         logger.warning(
-            "model %s/%s: a batch of %d images has run for %.1f s, past request_timeout_s "
+            "model %s/%s: a batch (%d images) has run for %.1f s, past request_timeout_s "
             "(%.1f s): not ready until it ends",
             model.name,
             model.version,
