@@ -13,14 +13,15 @@ $(BIN)/python:
 # The versions the tests ran with (deploy/pin_constraints.py), so a new release on PyPI
 # cannot change what a fresh clone installs. To upgrade: `make upgrade`.
 SERVE_PINS := --constraint deploy/constraints.txt
-ALL_PINS := $(SERVE_PINS) --constraint deploy/constraints-train.txt
+ALL_PINS := $(SERVE_PINS) --constraint deploy/constraints-train.txt \
+	--constraint deploy/constraints-dev.txt
 
 # Serving only: no torch in this environment.
 $(VENV)/.serve-installed: pyproject.toml deploy/constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet $(SERVE_PINS) -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml deploy/constraints.txt deploy/constraints-train.txt | $(BIN)/python
+$(VENV)/.dev-installed: pyproject.toml deploy/constraints*.txt | $(BIN)/python
 	$(BIN)/pip install --quiet $(ALL_PINS) -e '.[dev]'
 	touch $@ $(VENV)/.serve-installed
 

@@ -5,8 +5,14 @@ clone, a test run and an image all get the versions the tests ran with instead o
 whatever PyPI holds on the day (a new release of a dependency changes nothing until
 ``make upgrade`` re-pins):
 ``constraints.txt`` is the closure of ``mnist-serve[loadtest]`` (serving plus Locust, no
-torch) and ``constraints-train.txt`` that of ``mnist-serve[train]`` (torch as installed
-here, e.g. ``2.13.0+cpu`` from the PyTorch CPU index).
+torch), ``constraints-train.txt`` that of ``mnist-serve[train]`` and
+``constraints-dev.txt`` that of ``mnist-serve[dev]`` (the test tools too: with warnings
+as errors, a new release of one could fail the suite).
+
+Versions are written without a local label: torch installed as ``2.13.0+cpu`` is pinned
+``torch==2.13.0``, which PyPI has too (``+cpu`` only the PyTorch CPU index). pip still
+prefers ``2.13.0+cpu`` wherever it finds it (a wheel on disk, ``--extra-index-url``):
+a local version sorts after its public one.
 
     .venv/bin/python deploy/pin_constraints.py           # rewrite after changing dependencies
     .venv/bin/python deploy/pin_constraints.py --check   # exit 1 if the file is stale
@@ -21,6 +27,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
 
 ROOT = "mnist-serve"
 HERE = Path(__file__).resolve().parent
@@ -28,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 TARGETS = {
     HERE / "constraints.txt": frozenset({"loadtest"}),
     HERE / "constraints-train.txt": frozenset({"train"}),
+    HERE / "constraints-dev.txt": frozenset({"dev"}),
 }
 
 
@@ -49,7 +57,7 @@ def closure(extras: frozenset[str], root: str = ROOT) -> dict[NormalizedName, st
             continue
         extras_seen[name] = extras_seen.get(name, frozenset()) | asked
         distribution = metadata.distribution(name)
-        versions[name] = distribution.version
+        versions[name] = Version(distribution.version).public
         for line in distribution.requires or []:
             requirement = Requirement(line)
             if wanted(requirement, asked):

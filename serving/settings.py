@@ -1,7 +1,7 @@
 """The one settings object: every knob of the service, from ``MNIST_SERVE_*`` or the CLI.
 
 Defaults marked "measured" come from ``loadtest/bench.py`` on a 2-core machine;
-the README's "Tuning" section has the table they were read from.
+the README's "Defaults, and why" section has the table they were read from.
 """
 
 from __future__ import annotations

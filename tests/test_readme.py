@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -42,3 +43,37 @@ def test_quick_start_and_triton_snippets_run_against_a_real_server() -> None:
                 [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
             )
             assert completed.returncode == 0, completed.stderr
+
+
+DIGIT_NAMES = {"four": 4, "seven": 7}
+
+
+def picture_commands() -> list[str]:
+    """The curl commands of README.md and docs/api-v1.md that send the sample pictures."""
+    texts = [README, (REPO_ROOT / "docs" / "api-v1.md").read_text()]
+    commands = []
+    for text in texts:
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.DOTALL):
+            joined = block.replace("\\\n", " ")
+            commands += [line for line in joined.splitlines() if "@docs/" in line]
+    return commands
+
+
+def test_the_sample_pictures_the_docs_send_are_recognised_as_named() -> None:
+    commands = picture_commands()
+    assert len(commands) >= 2
+    with running_server(PUBLISHED_MODELS) as (base_url, _):
+        port = base_url.rsplit(":", 1)[1]
+        for command in commands:
+            completed = subprocess.run(
+                command.replace("localhost:8000", f"localhost:{port}"),
+                shell=True,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            pictures = re.findall(r"@docs/(\w+)\.\w+", command)
+            labels = [p["label"] for p in json.loads(completed.stdout)["predictions"]]
+            assert labels == [DIGIT_NAMES[name] for name in pictures], command

@@ -128,7 +128,9 @@ def test_training_image_takes_torch_from_the_cpu_index() -> None:
     assert "https://download.pytorch.org/whl/cpu" in installs
     assert ".[train]" in installs
     constraints = (REPO_ROOT / "deploy" / "constraints-train.txt").read_text()
-    assert re.search(r"^torch==[\d.]+\+cpu$", constraints, re.MULTILINE)
+    # A public version: PyPI has it, so `make test` installs on any machine, and the CPU
+    # index's <version>+cpu satisfies it.
+    assert re.search(r"^torch==[\d.]+$", constraints, re.MULTILINE)
 
 
 @pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda path: path.name)
