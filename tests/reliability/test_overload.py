@@ -36,7 +36,9 @@ MAX_QUEUE_SIZE = 8
 REQUEST_TIMEOUT_S = 5.0
 # ~1000 Loop iterations per batch: 50-150 ms on a busy 2-core machine.
 SLOW_VALUE = 0.1
-OVERLOAD_FACTOR = 5
+# Of the capacity the fastest of ten lone requests implies: a machine busier while they ran
+# than during the burst (shared CI) still leaves the burst several times capacity.
+OVERLOAD_FACTOR = 8
 MAX_OFFERED_PER_S = 300  # keeps the client's own CPU use sane
 LOAD_S = 4.0
 MIB = 1024 * 1024
@@ -175,7 +177,7 @@ def test_overload_is_refused_fast_with_bounded_latency_memory_and_full_recovery(
     images = marked(clean_images(1, seed=999), SLOW_PIXEL, SLOW_VALUE)
     with running_server(marker_repo, env=env) as (url, process):
         before = [timed_request(url, images) for _ in range(10)]  # also warms the path
-        capacity_per_s = MAX_BATCH_SIZE / float(np.median([infer for _, infer, _ in before]))
+        capacity_per_s = MAX_BATCH_SIZE / min(infer for _, infer, _ in before)
         offered_per_s = min(OVERLOAD_FACTOR * capacity_per_s, MAX_OFFERED_PER_S)
         rss_before = rss_bytes(process.pid)
         rejections_before = gauge(url, "mnist_serve_rejections_total", reason="queue_full")
