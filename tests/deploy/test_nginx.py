@@ -165,6 +165,22 @@ def test_proxy_health_answers_without_the_service(proxy_url: str) -> None:
     assert (response.status_code, response.text) == (200, "ok\n")
 
 
+def test_proxy_gives_each_request_its_id_which_the_service_adopts(proxy_url: str) -> None:
+    """nginx's $request_id (32 hex) reaches the service, which logs and echoes it, so one
+    id finds a request in the proxy's log and the replica's."""
+    first, second = (httpx.get(proxy_url + "/v1/models", timeout=10) for _ in range(2))
+    ids = [response.headers["x-request-id"] for response in (first, second)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids), ids
+    assert ids[0] != ids[1]
+
+
+def test_proxy_passes_a_client_request_id_through(proxy_url: str) -> None:
+    response = httpx.get(
+        proxy_url + "/v1/models", headers={"X-Request-ID": "checkout-42"}, timeout=10
+    )
+    assert response.headers["x-request-id"] == "checkout-42"
+
+
 def test_no_replica_gives_a_json_502(tmp_path: Path) -> None:
     with running_proxy(f"http://127.0.0.1:{free_port()}", tmp_path) as url:
         response = httpx.get(url + "/v2/health/ready", timeout=10)
