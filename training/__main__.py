@@ -10,6 +10,10 @@ from pathlib import Path
 
 from training.config import DEFAULTS, config_for
 from training.data import CACHE_FILE, default_cache_dir, load_mnist
+from training.errors import TrainingError
+
+PROG = "training"
+USAGE_ERROR = 2  # argparse's status for a bad command line
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -52,9 +56,17 @@ def add_cache_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_data(args: argparse.Namespace) -> None:
+    mnist = load_mnist(args.cache_dir)
+    cache_dir = args.cache_dir or default_cache_dir()
+    print(f"MNIST verified: {len(mnist.train_images)} train, {len(mnist.test_images)} test")
+    print(f"cached in {cache_dir / CACHE_FILE}")
+    print(f"SHA-256 {mnist.sha256()}")
+
+
 def run_train(args: argparse.Namespace) -> Path:
     # torch is imported only here: `python -m training data` needs numpy alone.
-    from training.export import publish
+    from training.export import check_can_publish, publish
     from training.train import fit
 
     config = config_for(
@@ -70,6 +82,7 @@ def run_train(args: argparse.Namespace) -> Path:
         threads=args.threads,
         train_images_limit=args.train_images_limit,
     )
+    check_can_publish(args.out, config.model)  # before minutes of training, not after
     mnist = load_mnist(args.cache_dir)
     result = fit(config, mnist)
     version_dir = publish(result, mnist, args.out)
@@ -84,14 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("training").setLevel(logging.INFO)  # ours only: the exporter is chatty
-    if args.command == "data":
-        mnist = load_mnist(args.cache_dir)
-        cache_dir = args.cache_dir or default_cache_dir()
-        print(f"MNIST verified: {len(mnist.train_images)} train, {len(mnist.test_images)} test")
-        print(f"cached in {cache_dir / CACHE_FILE}")
-        print(f"SHA-256 {mnist.sha256()}")
-    else:
-        run_train(args)
+    try:
+        if args.command == "data":
+            run_data(args)
+        else:
+            run_train(args)
+    except TrainingError as error:
+        # Not a bug: say what is wrong, as argparse would (a fetch failure lists each source).
+        for line in str(error).splitlines():
+            print(f"{PROG}: error: {line}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR) from None
     return 0
 
 

@@ -24,6 +24,8 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from training.errors import TrainingError
+
 CACHE_FILE = "mnist.npz"
 IMAGE_SIDE = 28
 CONNECT_TIMEOUT_S = 5.0  # the mirrors are often unreachable; fail over quickly
@@ -36,7 +38,7 @@ IDX_FILES = {
 logger = logging.getLogger(__name__)
 
 
-class DataError(RuntimeError):
+class DataError(TrainingError):
     """MNIST could not be fetched, or what was fetched or cached is not MNIST."""
 
 

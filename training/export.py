@@ -29,6 +29,7 @@ from torch import nn
 
 from serving.card import MODEL_FILE, ModelCard, TensorSpec, file_sha256
 from training.data import Mnist
+from training.errors import PublishError, TrainingError
 from training.train import TrainResult, as_tensor, predict_logits
 
 OPSET = 18  # the dynamo exporter's native opset; onnxruntime >= 1.14 runs it
@@ -40,7 +41,7 @@ PUBLISH_ATTEMPTS = 5
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 
-class ParityError(RuntimeError):
+class ParityError(TrainingError):
     """ONNX Runtime's answers differ from PyTorch's: the export must not be published."""
 
 
@@ -221,6 +222,22 @@ def build_card(
     )
 
 
+def check_can_publish(out_dir: Path, model: str) -> None:
+    """PublishError now, not after training, if ``out_dir/model`` cannot be made or written.
+
+    Probes the deepest existing directory on the way with a temporary file; creates nothing.
+    """
+    model_dir = out_dir / model
+    try:
+        existing = next(path for path in (model_dir, *model_dir.parents) if path.exists())
+        if not existing.is_dir():
+            raise PublishError(f"cannot publish to {model_dir}: {existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PublishError(f"cannot publish to {model_dir}: {error}") from error
+
+
 def publish(result: TrainResult, mnist: Mnist, out_dir: Path) -> Path:
     """Export, check, and move into ``out_dir/<name>/<next version>``; returns that dir."""
     model_dir = out_dir / result.config.model
@@ -244,6 +261,6 @@ def publish(result: TrainResult, mnist: Mnist, out_dir: Path) -> Path:
             except OSError:  # another run took this version meanwhile: take the next
                 continue
             return model_dir / str(version)
-        raise RuntimeError(f"could not claim a new version directory in {model_dir}")
+        raise PublishError(f"could not claim a new version directory in {model_dir}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
