@@ -9,3 +9,7 @@ class TrainingError(RuntimeError):
 
 class PublishError(TrainingError):
     """The model repository cannot take a new version."""
+
+
+class ConfigError(TrainingError):
+    """A training configuration the model cannot honour."""

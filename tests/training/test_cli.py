@@ -107,3 +107,18 @@ def test_out_of_range_number_is_a_usage_error(
     assert status == 2
     assert f"error: argument {flag}: {message}" in stderr
     assert not (tmp_path / "mnist_mlp").exists()
+
+
+def test_flag_the_model_does_not_take_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["train", "--model", "mnist_linear", "--hidden", "512", "256", "--dropout", "0.5"]
+    arguments += ["--epochs", "1", "--train-images-limit", "6000", "--out", str(tmp_path)]
+
+    status, stderr = run_failing(arguments, capsys)
+
+    assert status == 2
+    assert stderr.splitlines() == [
+        "training: error: mnist_linear does not take hidden, dropout (it takes none)"
+    ]
+    assert not (tmp_path / "mnist_linear").exists()
