@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -160,6 +161,27 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def code_revision(directory: Path = Path(__file__).parent) -> str | None:
+    """The git commit checked out in ``directory``, + "-dirty" if tracked files differ.
+
+    None outside a git checkout or without git (a Docker image, an installed package).
+    """
+    git = ["git", "-C", str(directory)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if changes.strip() else "")
+
+
 def describe_machine() -> str:
     """CPU model, cores and load at export time (the box may be shared: times vary)."""
     cpu = platform.processor() or platform.machine()
@@ -178,6 +200,7 @@ def build_card(
     parity: Parity,
     ort_accuracy: float,
     data_sha256: str,
+    data_source: str | None = None,
 ) -> ModelCard:
     """The model card for ``model_path``: shapes are read from the graph itself."""
     config = result.config
@@ -215,6 +238,8 @@ def build_card(
             "history": result.history,
         },
         data_sha256=data_sha256,
+        data_source=data_source,
+        code_revision=code_revision(),
         model_sha256=file_sha256(model_path),
         opset=OPSET,
         library_versions=library_versions(),
@@ -252,7 +277,13 @@ def publish(result: TrainResult, mnist: Mnist, out_dir: Path) -> Path:
         for _attempt in range(PUBLISH_ATTEMPTS):
             version = next_version(model_dir)
             card = build_card(
-                result, staging / MODEL_FILE, version, parity, ort_accuracy, mnist.sha256()
+                result,
+                staging / MODEL_FILE,
+                version,
+                parity,
+                ort_accuracy,
+                mnist.sha256(),
+                mnist.source,
             )
             card.write(staging)
             staging.chmod(0o755)  # mkdtemp makes it 0700; a server running as another user reads it
