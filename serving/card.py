@@ -43,11 +43,17 @@ class ModelCard(BaseModel):
         default_factory=dict,
         description="test_accuracy_pytorch, test_accuracy_onnxruntime, validation_accuracy",
     )
-    parity: dict[str, float] = Field(
+    # int | float: counts stay integers in new cards; older cards wrote them as floats.
+    parity: dict[str, int | float] = Field(
         default_factory=dict, description="max_abs_logit_diff, argmax_mismatches, images"
     )
     training: dict[str, Any] = Field(default_factory=dict, description="optimiser, epochs, time")
     data_sha256: str = ""
+    # Optional: cards published before these were recorded have neither.
+    data_source: str | None = Field(None, description="where MNIST was fetched from")
+    code_revision: str | None = Field(
+        None, description='git commit of the training code, "-dirty" if changed; null outside git'
+    )
     model_sha256: str
     opset: int
     library_versions: dict[str, str] = Field(default_factory=dict)

