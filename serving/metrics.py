@@ -373,8 +373,10 @@ def prepare_multiprocess_dir() -> Path:
 
     Sets ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory: the operator's own (emptied
     of the last run's files) or a fresh temporary one, removed when this process exits.
-    uvicorn spawns its workers, so they import prometheus-client with the variable set;
-    a single-process server must not call this (its registry is in memory).
+    uvicorn spawns its workers, so they import prometheus-client with the variable set.
+    A single-process server calls this only when the variable was set before it started
+    (prometheus-client then keeps even its values in files), so a fresh start counts from
+    zero; without it, its registry is in memory and the variable must stay unset.
     """
     given = os.environ.get(MULTIPROC_ENV)
     if given:

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from prometheus_client import generate_latest
@@ -24,7 +25,13 @@ from serving import deferred_metrics
 from serving.app import create_app
 from serving.metrics import ServingMetrics, prepare_multiprocess_dir, render_metrics
 from serving.settings import Settings
-from tests.support import MetricSamples, exported_metric_names, metric_samples, metric_value
+from tests.support import (
+    MetricSamples,
+    exported_metric_names,
+    metric_samples,
+    metric_value,
+    running_server,
+)
 
 with warnings.catch_warnings():
     # Starlette 1.x would rather drive its TestClient with httpx2; httpx 0.28 works the same.
@@ -265,6 +272,22 @@ def test_prepare_multiprocess_dir_empties_the_operators_directory(
     assert directory == tmp_path
     assert not stale.exists()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_fresh_server_counts_from_zero_in_the_operators_metrics_directory(
+    tmp_path: Path, tiny_repo: Path, workers: str
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    run_python(WORKER, "7", metrics_dir=metrics_dir)  # the last run's files
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "MNIST_SERVE_WORKERS": workers}
+
+    with running_server(tiny_repo, env=env) as (url, _):
+        samples = metric_samples(httpx.get(f"{url}/metrics", timeout=10).text)
+
+    assert metric_value(samples, "mnist_serve_requests_total", model="tiny") == 0
+    assert metric_value(samples, "mnist_serve_model_ready", model="tiny") == 2  # versions 1, 2
 
 
 # --- through a real app ------------------------------------------------------------------
