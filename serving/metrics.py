@@ -204,7 +204,7 @@ class ServingMetrics:
         )
         self.in_flight = Gauge(
             "mnist_serve_requests_in_flight",
-            "HTTP requests being handled",
+            "HTTP requests being handled, other than health probes and /metrics scrapes",
             multiprocess_mode="livesum",
             registry=self.registry,
         )
@@ -216,12 +216,16 @@ class ServingMetrics:
             registry=self.registry,
         )
 
-    def request_started(self) -> None:
-        self._deferred.tally().inc(self.in_flight, 1)
+    def request_started(self, *, is_probe: bool = False) -> None:
+        """A request arrived. A probe or scrape (``is_probe``) is left out of the gauge, so
+        an idle server reports 0, but counts as in flight for this process's idleness."""
+        if not is_probe:
+            self._deferred.tally().inc(self.in_flight, 1)
         self.requests_in_flight += 1
 
-    def request_ended(self) -> None:
-        self._deferred.tally().inc(self.in_flight, -1)
+    def request_ended(self, *, is_probe: bool = False) -> None:
+        if not is_probe:
+            self._deferred.tally().inc(self.in_flight, -1)
         self.requests_in_flight -= 1
 
     def flush(self) -> None:

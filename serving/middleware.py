@@ -31,7 +31,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID_HEADER = b"x-request-id"
 # A client's id is echoed in a header and a log line: printable ASCII, bounded length.
 _VALID_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
-# Probes and scrapes arrive every few seconds; at info level they would drown the requests.
+# Probes and scrapes arrive every few seconds: at info level they would drown the requests,
+# and in the in-flight gauge an idle server would never read 0.
 QUIET_PATHS = frozenset(
     {"/metrics", "/health", "/healthz", "/livez", "/readyz", "/v2/health/live", "/v2/health/ready"}
 )
@@ -90,6 +91,7 @@ class ObservabilityMiddleware:
         state["start_time"] = started
         state["start_monotonic"] = time.monotonic()
         status = 0
+        is_quiet = scope["path"] in QUIET_PATHS
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -106,7 +108,7 @@ class ObservabilityMiddleware:
                 }
             await send(message)
 
-        self.metrics.request_started()
+        self.metrics.request_started(is_probe=is_quiet)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -114,15 +116,17 @@ class ObservabilityMiddleware:
                 status = 500
             raise
         finally:
-            self.metrics.request_ended()
+            self.metrics.request_ended(is_probe=is_quiet)
             if status:
                 self.metrics.http_response(status)
             if self.access_log:
-                self._log(scope, request_id, status, time.perf_counter() - started)
+                self._log(scope, request_id, status, time.perf_counter() - started, is_quiet)
 
-    def _log(self, scope: Scope, request_id: str, status: int, total_s: float) -> None:
+    def _log(
+        self, scope: Scope, request_id: str, status: int, total_s: float, is_quiet: bool
+    ) -> None:
         path = scope["path"]
-        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+        level = logging.DEBUG if is_quiet else logging.INFO
         if not access_logger.isEnabledFor(level):  # before building the fields
             return
         client = scope.get("client")

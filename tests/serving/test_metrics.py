@@ -439,6 +439,12 @@ def test_every_loaded_version_is_ready_with_its_provider(client: TestClient) -> 
     assert ready == {("1", "CPUExecutionProvider"): 1, ("2", "CPUExecutionProvider"): 1}
 
 
+def test_idle_server_has_no_request_in_flight(client: TestClient) -> None:
+    samples = metric_samples(client.get("/metrics").text)
+
+    assert metric_value(samples, "mnist_serve_requests_in_flight") == 0
+
+
 def test_inference_response_carries_server_timing_and_request_id(client: TestClient) -> None:
     response = client.post(
         "/v1/models/tiny/predict", content=v1_body(2), headers={**JSON, "X-Request-ID": "trace-42"}
