@@ -99,6 +99,36 @@ def test_short_stack_counts_requests_and_writes_access_lines(
     assert 'outcome="client_error",version="2"} 1.0' in metrics
 
 
+ROUTE_TEMPLATES = {
+    "/v1/models/tiny/predict": "/v1/models/{model}/predict",
+    "/v1/models/tiny/versions/1/predict": "/v1/models/{model}/versions/{version}/predict",
+    "/v2/models/tiny/infer": "/v2/models/{model}/infer",
+    "/v2/models/tiny/versions/1/infer": "/v2/models/{model}/versions/{version}/infer",
+}
+
+
+def logged_routes(client: TestClient, caplog: pytest.LogCaptureFixture) -> dict[str, object]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "mnist_serve.access"):
+        for path in ROUTE_TEMPLATES:
+            body = ONE_IMAGE if path.startswith("/v1/") else V2_ONE_IMAGE
+            assert client.post(path, content=body, headers=JSON).status_code == 200
+    access = [record.fields for record in caplog.records if record.name == "mnist_serve.access"]
+    return {line["path"]: line.get("route") for line in access}
+
+
+def test_short_stack_access_lines_name_the_route_template_as_the_full_stack_does(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with started_client(tiny_repo) as client:
+        short = logged_routes(client, caplog)
+    monkeypatch.setattr(fastpath, "_is_native_telemetry_enabled", lambda app: True)
+    with started_client(tiny_repo) as client:
+        full = logged_routes(client, caplog)
+
+    assert short == full == ROUTE_TEMPLATES
+
+
 def test_unexpected_error_on_the_short_stack_is_a_logged_json_500(
     tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
