@@ -7,7 +7,9 @@ it costs a few microseconds a request (see tests/serving/test_middleware.py) whe
 It leaves ``request_id``, ``start_time`` (``perf_counter``) and ``start_monotonic`` in
 ``scope["state"]`` (= ``request.state``). The handler side (``serving.api.common.infer``)
 leaves an ``InferenceRecord`` in ``request.state.inference``; this reads its ``model``,
-``version``, ``images``, ``queue_s``, ``compute_s`` and ``batch_images``.
+``version``, ``images``, ``queue_s``, ``compute_s`` and ``batch_images``. A failed
+request leaves ``error`` (its error's short name) and, when its model was known,
+``failed_model``; only failures pay for them.
 """
 
 from __future__ import annotations
@@ -141,7 +143,10 @@ class ObservabilityMiddleware:
         route = scope.get("route")
         if route is not None:
             fields["route"] = getattr(route, "path", None)
-        inference = scope["state"].get("inference")
+        state = scope["state"]
+        if status >= 400 or not status:  # what went wrong, and for which model
+            _add_error_fields(fields, state)
+        inference = state.get("inference")
         if inference is not None:
             fields.update(
                 model=inference.model,
@@ -152,3 +157,14 @@ class ObservabilityMiddleware:
                 compute_ms=milliseconds(inference.compute_s),
             )
         log_fields(access_logger, level, "request", fields)
+
+
+def _add_error_fields(fields: dict[str, Any], state: dict[str, Any]) -> None:
+    """``model``/``version`` when the failed request was for a known model, and ``error``:
+    the short name its handler left (``serving.api.common.note_error``)."""
+    failed_model = state.get("failed_model")
+    if failed_model is not None:
+        fields["model"], fields["version"] = failed_model
+    error = state.get("error")
+    if error is not None:
+        fields["error"] = error
