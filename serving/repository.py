@@ -294,6 +294,8 @@ class ModelRepository:
                     model=model.name, version=model.version, provider=model.provider, is_ready=False
                 )
             await model.batcher.close()
+            if not is_replaced:
+                self._metrics.forget_model(model=model.name, version=model.version)
 
     async def close(self) -> None:
         """Drain and stop every model (server shutdown)."""

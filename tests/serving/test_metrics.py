@@ -232,7 +232,9 @@ RENDER = textwrap.dedent(
     """
     import sys
     from serving.metrics import ServingMetrics, render_metrics
-    sys.stdout.write(render_metrics(ServingMetrics())[0].decode())
+    metrics = ServingMetrics()  # a worker that has loaded the same model
+    metrics.set_model_ready(model="tiny", version="1", provider="CPU", is_ready=True)
+    sys.stdout.write(render_metrics(metrics)[0].decode())
     """
 )
 
@@ -288,6 +290,33 @@ def test_a_fresh_server_counts_from_zero_in_the_operators_metrics_directory(
 
     assert metric_value(samples, "mnist_serve_requests_total", model="tiny") == 0
     assert metric_value(samples, "mnist_serve_model_ready", model="tiny") == 2  # versions 1, 2
+
+
+def test_multiprocess_mode_exports_no_series_of_an_unloaded_version(
+    tmp_path: Path, tiny_repo: Path
+) -> None:
+    # One worker may control models; its values still live in files, which keep them.
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "MNIST_SERVE_MODEL_CONTROL": "true"}
+
+    def tiny_series(url: str) -> dict[tuple[str, str], float]:
+        samples = metric_samples(httpx.get(f"{url}/metrics", timeout=10).text)
+        return {
+            (name, dict(labels)["version"]): value
+            for (name, labels), value in samples.items()
+            if ("model", "tiny") in labels
+        }
+
+    with running_server(tiny_repo, env=env) as (url, _):
+        load = f"{url}/v2/repository/models/tiny/load"
+        assert httpx.post(load, timeout=30).status_code == 200
+        reloaded = tiny_series(url)
+        assert httpx.post(f"{url}/v2/repository/models/tiny/unload", timeout=30).status_code == 200
+        unloaded = tiny_series(url)
+
+    ready = "mnist_serve_model_ready"
+    assert (reloaded[(ready, "1")], reloaded[(ready, "2")]) == (1, 1)
+    assert reloaded[("nv_inference_count_total", "2")] == 0
+    assert unloaded == {}  # neither ours nor Triton's
 
 
 # --- through a real app ------------------------------------------------------------------
