@@ -15,7 +15,7 @@ from pydantic_settings import CliApp, SettingsConfigDict, SettingsError
 
 from serving.app import create_app
 from serving.logs import configure_logging, logging_config
-from serving.metrics import prepare_multiprocess_dir
+from serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from serving.protocol import ServingHttpProtocol
 from serving.settings import Settings
 from serving.shutdown import DrainingServer
@@ -119,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(USAGE_ERROR) from None
     configure_logging(settings.log_level)
     if settings.workers == 1:
+        if os.environ.get(MULTIPROC_ENV):
+            # prometheus-client is already in multiprocess mode: empty the last run's files,
+            # or this run's /metrics would start from that run's counts.
+            prepare_multiprocess_dir()
         single_process_server(settings).run()
         return
     # Several processes: each worker rebuilds the settings from the environment, and

@@ -23,10 +23,15 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from serving.api import health, v1, v2
-from serving.api.common import error_response, serving_error_response, unexpected_error_response
+from serving.api.common import (
+    error_response,
+    note_error,
+    serving_error_response,
+    unexpected_error_response,
+)
 from serving.auth import ApiKeyMiddleware
 from serving.decode_pool import DecodePool
-from serving.errors import ServingError
+from serving.errors import InvalidInput, ServingError
 from serving.fastpath import ServingApp, as_serving_app
 from serving.head import HeadAsGetMiddleware
 from serving.limits import BodyLimitMiddleware
@@ -41,6 +46,8 @@ logger = logging.getLogger("mnist_serve.app")
 
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS_URL = "/docs-assets"
+# The access line's ``error`` for Starlette's own refusals (its router's, mostly).
+HTTP_ERROR_REASONS = {404: "no_route", 405: "method_not_allowed"}
 
 
 def package_version() -> str:
@@ -136,6 +143,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        note_error(request.scope, InvalidInput.reason)
         problems = "; ".join(
             f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
             for problem in error.errors()
@@ -145,6 +153,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         message = error.detail if isinstance(error.detail, str) else str(error.detail)
+        note_error(request.scope, HTTP_ERROR_REASONS.get(error.status_code, "http_error"))
         if error.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
         return error_response(error.status_code, message, error.headers)

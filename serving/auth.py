@@ -10,7 +10,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.api.common import error_response
+from serving.api.common import error_response, note_error
+from serving.errors import Unauthorized
 
 # Left open so probes and the page's static files work without a key.
 _OPEN_PREFIXES = ("/v2/health/", "/static/", "/docs", "/redoc", "/openapi.json")
@@ -46,6 +47,7 @@ class ApiKeyMiddleware:
         if presented is not None and hmac.compare_digest(presented, self._key):
             await self.app(scope, receive, send)
             return
+        note_error(scope, Unauthorized.reason)
         refusal = error_response(
             401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
         )

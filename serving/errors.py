@@ -9,9 +9,13 @@ from __future__ import annotations
 
 
 class ServingError(Exception):
-    """Base error: a message for the client, an HTTP status, optional headers."""
+    """Base error: a message for the client, an HTTP status, optional headers.
+
+    ``reason`` is the error's short name, written in the access line's ``error`` field.
+    """
 
     status_code: int = 500
+    reason: str = "error"
 
     def __init__(
         self,
@@ -31,12 +35,14 @@ class InvalidInput(ServingError):
     """The request body or parameters do not match what the model accepts."""
 
     status_code = 400
+    reason = "invalid_input"
 
 
 class Unauthorized(ServingError):
     """A protected endpoint was called without a valid API key."""
 
     status_code = 401
+    reason = "unauthorized"
 
     def __init__(self, message: str = "missing or invalid API key") -> None:
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
@@ -46,24 +52,28 @@ class Forbidden(ServingError):
     """The endpoint exists but this server was not configured to allow it."""
 
     status_code = 403
+    reason = "forbidden"
 
 
 class ModelNotFound(ServingError):
     """No such model, or no such version of it, in the repository."""
 
     status_code = 404
+    reason = "model_not_found"
 
 
 class PayloadTooLarge(ServingError):
     """The body is larger than ``max_body_bytes``; refused before it is read whole."""
 
     status_code = 413
+    reason = "payload_too_large"
 
 
 class UnsupportedMediaType(ServingError):
     """The request's Content-Type is not one the endpoint decodes."""
 
     status_code = 415
+    reason = "unsupported_media_type"
 
 
 class Overloaded(ServingError):
@@ -94,6 +104,7 @@ class ModelNotReady(ServingError):
     """The model exists but is not loaded or is being unloaded."""
 
     status_code = 503
+    reason = "model_not_ready"
 
 
 class DeadlineExceeded(ServingError):
@@ -101,9 +112,11 @@ class DeadlineExceeded(ServingError):
     unrun) or while its pictures were decoded (the rest are not decoded)."""
 
     status_code = 504
+    reason = "timeout"
 
 
 class InferenceFailed(ServingError):
     """ONNX Runtime raised while running the batch holding this request."""
 
     status_code = 500
+    reason = "inference_failed"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -32,41 +33,53 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
-_SEGMENT = r"[^/]+"
-ROUTES: list[tuple[re.Pattern[str], Handler]] = [
-    (
-        re.compile(rf"/v1/models/(?P<model>{_SEGMENT})/predict"),
-        lambda request, params: v1.predict(request),
-    ),
-    (
-        re.compile(rf"/v1/models/(?P<model>{_SEGMENT})/versions/(?P<version>{_SEGMENT})/predict"),
+
+@dataclass(frozen=True, slots=True)
+class InferenceRoute:
+    """One inference path: its template (``path``, as on Starlette's ``Route``, so the
+    access line's ``route`` reads it from ``scope["route"]`` alike) and its handler."""
+
+    path: str
+    handler: Handler
+    pattern: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # "{model}" -> "(?P<model>[^/]+)": the template is the one spelling of the path.
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path)
+        object.__setattr__(self, "pattern", re.compile(regex))
+
+
+ROUTES: list[InferenceRoute] = [
+    InferenceRoute("/v1/models/{model}/predict", lambda request, params: v1.predict(request)),
+    InferenceRoute(
+        "/v1/models/{model}/versions/{version}/predict",
         lambda request, params: v1.predict_version(request),
     ),
-    (
-        re.compile(rf"/v2/models/(?P<model>{_SEGMENT})/infer"),
+    InferenceRoute(
+        "/v2/models/{model}/infer",
         lambda request, params: v2.model_infer(request, params["model"]),
     ),
-    (
-        re.compile(rf"/v2/models/(?P<model>{_SEGMENT})/versions/(?P<version>{_SEGMENT})/infer"),
+    InferenceRoute(
+        "/v2/models/{model}/versions/{version}/infer",
         lambda request, params: v2.model_version_infer(request, params["model"], params["version"]),
     ),
 ]
 
 
-def match_inference_route(path: str) -> tuple[Handler, dict[str, str]] | None:
-    for pattern, handler in ROUTES:
-        matched = pattern.fullmatch(path)
+def match_inference_route(path: str) -> tuple[InferenceRoute, dict[str, str]] | None:
+    for route in ROUTES:
+        matched = route.pattern.fullmatch(path)
         if matched is not None:
-            return handler, matched.groupdict()
+            return route, matched.groupdict()
     return None
 
 
 class InferenceEndpoint:
-    """Answer one inference POST with the handler :class:`ServingApp` matched; errors as
+    """Answer one inference POST with the route :class:`ServingApp` matched; errors as
     the app's exception handlers answer them."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler: Handler = scope["endpoint"]
+        handler: Handler = scope["route"].handler
         request = Request(scope, receive, send)
         try:
             response = await handler(request, scope["path_params"])
@@ -107,9 +120,10 @@ class ServingApp(FastAPI):
         if route is None:
             await super().__call__(scope, receive, send)
             return
-        # What Starlette's router leaves in the scope for a matched route.
+        # What Starlette's router leaves in the scope for a matched route (the route's
+        # template is what the access line reads).
         scope["app"] = self
-        scope["endpoint"], scope["path_params"] = route
+        scope["route"], scope["path_params"] = route
         await stack(scope, receive, send)
 
 

@@ -21,7 +21,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from serving.api.common import error_response, server_extension
+from serving.api.common import error_response, note_error, server_extension
 from serving.errors import PayloadTooLarge, ServingError
 
 # The scope extension HeadDeadlineProtocol sets once a request's whole body has arrived:
@@ -33,6 +33,7 @@ class RequestTimeout(ServingError):
     """The client did not send its whole body in time; the connection is closed."""
 
     status_code = 408
+    reason = "body_timeout"
 
     def __init__(self, timeout_s: float) -> None:
         super().__init__(
@@ -133,6 +134,7 @@ def _message(limit: int) -> str:
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    note_error(scope, PayloadTooLarge.reason)
     refusal = error_response(413, _message(limit), headers={"Connection": "close"})
     await refusal(scope, receive, send)
 

@@ -108,6 +108,8 @@ class ServingMetrics:
         self._queue_depth_series: dict[tuple[str, str], tuple[Gauge, Gauge]] = {}
         self._batch_series: dict[tuple[str, str], tuple[Counter, Histogram, Histogram]] = {}
         self._status_series: dict[int, Counter] = {}
+        # The versions loaded now: /metrics exports only their series (see forget_model).
+        self._loaded_versions: set[tuple[str, str]] = set()
         # This process's requests being handled (the gauge may sum several workers).
         self.requests_in_flight = 0
         # Per-request updates on the event loop, applied together (deferred_metrics).
@@ -204,7 +206,7 @@ class ServingMetrics:
         )
         self.in_flight = Gauge(
             "mnist_serve_requests_in_flight",
-            "HTTP requests being handled",
+            "HTTP requests being handled, other than health probes and /metrics scrapes",
             multiprocess_mode="livesum",
             registry=self.registry,
         )
@@ -216,12 +218,16 @@ class ServingMetrics:
             registry=self.registry,
         )
 
-    def request_started(self) -> None:
-        self._deferred.tally().inc(self.in_flight, 1)
+    def request_started(self, *, is_probe: bool = False) -> None:
+        """A request arrived. A probe or scrape (``is_probe``) is left out of the gauge, so
+        an idle server reports 0, but counts as in flight for this process's idleness."""
+        if not is_probe:
+            self._deferred.tally().inc(self.in_flight, 1)
         self.requests_in_flight += 1
 
-    def request_ended(self) -> None:
-        self._deferred.tally().inc(self.in_flight, -1)
+    def request_ended(self, *, is_probe: bool = False) -> None:
+        if not is_probe:
+            self._deferred.tally().inc(self.in_flight, -1)
         self.requests_in_flight -= 1
 
     def flush(self) -> None:
@@ -294,10 +300,22 @@ class ServingMetrics:
             gauges[1].set(requests)
 
     def set_model_ready(self, *, model: str, version: str, provider: str, is_ready: bool) -> None:
-        """Report a model version's state; the first call also creates its zero series."""
+        """Report a model version's state: ready, or draining before it is unloaded. Being
+        ready (again) also (re-)exports its series, zeros included."""
         if is_ready:
+            self._loaded_versions.add((model, version))
             self._initialise_series(model, version)
         self.model_ready.labels(model, version, provider).set(1 if is_ready else 0)
+
+    def forget_model(self, *, model: str, version: str) -> None:
+        """Stop exporting an unloaded version's series (its ready gauge, ours and Triton's).
+
+        They are left out when /metrics is rendered rather than removed from the
+        collectors: in multiprocess mode the values live in files prometheus-client cannot
+        remove them from. The children stay, so a version loaded again counts on from
+        where it was, as counters must; only versions found on disk ever have any.
+        """
+        self._loaded_versions.discard((model, version))
 
     def http_response(self, status_code: int) -> None:
         """Count one HTTP response by status code (a bounded set: no path label)."""
@@ -324,7 +342,7 @@ class ServingMetrics:
 def render_metrics(metrics: ServingMetrics) -> tuple[bytes, str]:
     """The ``/metrics`` body and content type: this process's registry, or every worker's."""
     metrics.flush()
-    families = list(_collect(metrics))
+    families = _loaded_versions_only(_collect(metrics), metrics._loaded_versions)
     body = generate_latest(_Families(families)) + render_triton_metrics(families)
     return body, CONTENT_TYPE_PLAIN_0_0_4
 
@@ -335,6 +353,21 @@ def _collect(metrics: ServingMetrics) -> Iterable[Metric]:
     forget_dead_workers(metrics.multiprocess_dir)
     collector = prometheus_multiprocess.MultiProcessCollector(None, path=metrics.multiprocess_dir)
     return [*collector.collect(), *PlatformCollector(registry=None).collect()]
+
+
+def _loaded_versions_only(
+    families: Iterable[Metric], loaded_versions: set[tuple[str, str]]
+) -> list[Metric]:
+    """The families without the samples of model versions that are not loaded."""
+    kept = list(families)
+    for family in kept:
+        family.samples = [
+            sample
+            for sample in family.samples
+            if "model" not in sample.labels
+            or (sample.labels["model"], sample.labels.get("version")) in loaded_versions
+        ]
+    return kept
 
 
 class _Families:
@@ -373,8 +406,10 @@ def prepare_multiprocess_dir() -> Path:
 
     Sets ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory: the operator's own (emptied
     of the last run's files) or a fresh temporary one, removed when this process exits.
-    uvicorn spawns its workers, so they import prometheus-client with the variable set;
-    a single-process server must not call this (its registry is in memory).
+    uvicorn spawns its workers, so they import prometheus-client with the variable set.
+    A single-process server calls this only when the variable was set before it started
+    (prometheus-client then keeps even its values in files), so a fresh start counts from
+    zero; without it, its registry is in memory and the variable must stay unset.
     """
     given = os.environ.get(MULTIPROC_ENV)
     if given:

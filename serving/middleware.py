@@ -7,7 +7,9 @@ it costs a few microseconds a request (see tests/serving/test_middleware.py) whe
 It leaves ``request_id``, ``start_time`` (``perf_counter``) and ``start_monotonic`` in
 ``scope["state"]`` (= ``request.state``). The handler side (``serving.api.common.infer``)
 leaves an ``InferenceRecord`` in ``request.state.inference``; this reads its ``model``,
-``version``, ``images``, ``queue_s``, ``compute_s`` and ``batch_images``.
+``version``, ``images``, ``queue_s``, ``compute_s`` and ``batch_images``. A failed
+request leaves ``error`` (its error's short name) and, when its model was known,
+``failed_model``; only failures pay for them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID_HEADER = b"x-request-id"
 # A client's id is echoed in a header and a log line: printable ASCII, bounded length.
 _VALID_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
-# Probes and scrapes arrive every few seconds; at info level they would drown the requests.
+# Probes and scrapes arrive every few seconds: at info level they would drown the requests,
+# and in the in-flight gauge an idle server would never read 0.
 QUIET_PATHS = frozenset(
     {"/metrics", "/health", "/healthz", "/livez", "/readyz", "/v2/health/live", "/v2/health/ready"}
 )
@@ -90,6 +93,7 @@ class ObservabilityMiddleware:
         state["start_time"] = started
         state["start_monotonic"] = time.monotonic()
         status = 0
+        is_quiet = scope["path"] in QUIET_PATHS
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -106,7 +110,7 @@ class ObservabilityMiddleware:
                 }
             await send(message)
 
-        self.metrics.request_started()
+        self.metrics.request_started(is_probe=is_quiet)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -114,15 +118,17 @@ class ObservabilityMiddleware:
                 status = 500
             raise
         finally:
-            self.metrics.request_ended()
+            self.metrics.request_ended(is_probe=is_quiet)
             if status:
                 self.metrics.http_response(status)
             if self.access_log:
-                self._log(scope, request_id, status, time.perf_counter() - started)
+                self._log(scope, request_id, status, time.perf_counter() - started, is_quiet)
 
-    def _log(self, scope: Scope, request_id: str, status: int, total_s: float) -> None:
+    def _log(
+        self, scope: Scope, request_id: str, status: int, total_s: float, is_quiet: bool
+    ) -> None:
         path = scope["path"]
-        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+        level = logging.DEBUG if is_quiet else logging.INFO
         if not access_logger.isEnabledFor(level):  # before building the fields
             return
         client = scope.get("client")
@@ -137,7 +143,10 @@ class ObservabilityMiddleware:
         route = scope.get("route")
         if route is not None:
             fields["route"] = getattr(route, "path", None)
-        inference = scope["state"].get("inference")
+        state = scope["state"]
+        if status >= 400 or not status:  # what went wrong, and for which model
+            _add_error_fields(fields, state)
+        inference = state.get("inference")
         if inference is not None:
             fields.update(
                 model=inference.model,
@@ -148,3 +157,14 @@ class ObservabilityMiddleware:
                 compute_ms=milliseconds(inference.compute_s),
             )
         log_fields(access_logger, level, "request", fields)
+
+
+def _add_error_fields(fields: dict[str, Any], state: dict[str, Any]) -> None:
+    """``model``/``version`` when the failed request was for a known model, and ``error``:
+    the short name its handler left (``serving.api.common.note_error``)."""
+    failed_model = state.get("failed_model")
+    if failed_model is not None:
+        fields["model"], fields["version"] = failed_model
+    error = state.get("error")
+    if error is not None:
+        fields["error"] = error

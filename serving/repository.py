@@ -209,7 +209,7 @@ class ModelRepository:
             self._start(model)
         previous = self._models.get(model_dir.name, {})
         self._models[model_dir.name] = loaded
-        await self._retire(previous.values())
+        await self._retire(previous.values(), replaced=loaded.keys())
 
     def _build(self, version_dir: Path) -> ServedModel:
         """Load, check and warm one version (blocking: runs in a thread)."""
@@ -285,13 +285,20 @@ class ModelRepository:
             model=model.name, version=model.version, provider=model.provider, is_ready=True
         )
 
-    async def _retire(self, models: Iterable[ServedModel]) -> None:
+    async def _retire(self, models: Iterable[ServedModel], replaced: Iterable[str] = ()) -> None:
+        """Stop serving ``models`` once their queues drain. A version in ``replaced`` has a
+        new session serving already: its series (ready, as the same labels say) stay."""
+        replaced_versions = set(replaced)
         for model in list(models):
             model.is_ready = False
-            self._metrics.set_model_ready(
-                model=model.name, version=model.version, provider=model.provider, is_ready=False
-            )
+            is_replaced = model.version in replaced_versions
+            if not is_replaced:
+                self._metrics.set_model_ready(
+                    model=model.name, version=model.version, provider=model.provider, is_ready=False
+                )
             await model.batcher.close()
+            if not is_replaced:
+                self._metrics.forget_model(model=model.name, version=model.version)
 
     async def close(self) -> None:
         """Drain and stop every model (server shutdown)."""

@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # Security.
     model_control: bool = Field(
         False,
-        description="Allow POST /v2/repository/models/{m}/load|unload (Triton's explicit mode)",
+        description="Allow POST /v2/repository/models/{m}/load|unload (Triton's explicit mode); "
+        "one worker only",
     )
     api_key: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <key>'")
     api_key_protects_metrics: bool = Field(False, description="Also require the key on /metrics")
@@ -149,3 +150,16 @@ class Settings(BaseSettings):
                 "such a request could never be queued"
             )
         return limit
+
+    @field_validator("model_control")
+    @classmethod
+    def _model_control_has_one_worker(cls, is_allowed: bool, info: ValidationInfo) -> bool:
+        # A load or unload reaches only the worker that took the request, so clients would
+        # get each worker's own answer in turn (404, 200, 404...). workers is declared above.
+        workers = info.data.get("workers")
+        if is_allowed and workers is not None and workers > 1:
+            raise ValueError(
+                f"needs one worker, got workers ({workers}): a load or unload would reach only "
+                "the worker that took the request; scale with replicas instead"
+            )
+        return is_allowed

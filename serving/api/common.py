@@ -72,9 +72,21 @@ def error_response(
 
 def serving_error_response(request: Request, error: ServingError) -> Response:
     """The answer to a :class:`ServingError`, a 4xx counted for its model if it has one."""
+    note_error(request.scope, error.reason)
     if 400 <= error.status_code < 500:
         count_client_error(request, server_of(request))
     return error_response(error.status_code, error.message, error.headers)
+
+
+def note_error(scope: Scope, reason: str) -> None:
+    """Leave an error's short name for the access line (``error``); only errors pay it."""
+    scope.setdefault("state", {})["error"] = reason
+
+
+def note_failed_model(request: Request, model: ServedModel) -> None:
+    """Leave the model a failed request was for, for the access line (a success's model
+    comes from its ``InferenceRecord``)."""
+    request.scope["state"]["failed_model"] = (model.name, model.version)
 
 
 def unexpected_error_response(request: Request) -> Response:
@@ -83,6 +95,7 @@ def unexpected_error_response(request: Request) -> Response:
     Call it from an ``except`` block or an exception handler, where the error is current.
     """
     request_id = request.scope.get("state", {}).get("request_id")
+    note_error(request.scope, "internal")
     logger.exception(
         "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
     )
@@ -188,6 +201,7 @@ def count_failure(
     pictures were decoded: refused (counted by reason too), timed out, or failed."""
     server = server_of(request)
     request.state.is_counted = True
+    note_failed_model(request, model)
     if isinstance(error, Overloaded):
         server.metrics.request_rejected(
             model=model.name, version=model.version, reason=error.reason
@@ -267,5 +281,6 @@ def count_client_error(request: Request, server: Server) -> None:
     except ServingError:
         return
     request.state.is_counted = True
+    note_failed_model(request, model)
     endpoint = "v1" if path.startswith("/v1/") else "v2"
     _finish(request, server, model, endpoint, "client_error", 0, time.perf_counter())

@@ -69,7 +69,7 @@ def test_prometheus_config_and_its_rules_are_valid() -> None:
     checked = promtool("check", "config", "prometheus.yml")
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 11 rules found" in checked.stdout
+    assert "SUCCESS: 12 rules found" in checked.stdout
 
 
 def test_alerts_fire_on_their_unit_test_series() -> None:

@@ -106,9 +106,9 @@ async def behind_a_busy_model(
 
 
 async def in_flight_and_queued(client: httpx.AsyncClient) -> tuple[float, float]:
-    """Requests being handled (besides this scrape) and images waiting in the queue."""
+    """Requests being handled (scrapes are not counted) and images waiting in the queue."""
     samples = metric_samples((await client.get("/metrics")).text)
-    in_flight = metric_value(samples, "mnist_serve_requests_in_flight") - 1
+    in_flight = metric_value(samples, "mnist_serve_requests_in_flight")
     return in_flight, metric_value(samples, "mnist_serve_queue_depth_images", model="marker")
 
 

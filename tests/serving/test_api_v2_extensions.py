@@ -17,7 +17,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from serving.app import create_app
 from serving.codecs import v2
 from serving.settings import Settings
-from tests.support import write_tiny_model
+from tests.support import metric_samples, write_tiny_model
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
@@ -168,6 +168,56 @@ def test_unload_then_load_a_model(own_repo: Path) -> None:
         assert loaded.status_code == 200
         assert loaded.json()["versions"] == ["1"]
         assert infer(client, 1).status_code == 200
+
+
+def model_series(client: TestClient, model: str) -> dict[str, dict[str, float]]:
+    """Every /metrics sample of ``model``, by series name, then by version."""
+    series: dict[str, dict[str, float]] = {}
+    for (name, label_set), value in metric_samples(client.get("/metrics").text).items():
+        labels = dict(label_set)
+        if labels.get("model") == model:
+            series.setdefault(name, {})
+            series[name][labels["version"]] = series[name].get(labels["version"], 0) + value
+    return series
+
+
+def test_reloading_the_same_version_keeps_it_ready_in_metrics(own_repo: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=own_repo, model_control=True))) as client:
+        assert post_json(client, "/v2/repository/models/tiny/load").status_code == 200
+
+        ready = model_series(client, "tiny")["mnist_serve_model_ready"]
+
+    assert ready == {"1": 1}
+
+
+def test_unloaded_model_leaves_no_series_until_it_is_loaded_again(own_repo: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=own_repo, model_control=True))) as client:
+        assert infer(client, 1).status_code == 200
+        assert post_json(client, "/v2/repository/models/tiny/unload").status_code == 200
+
+        unloaded = model_series(client, "tiny")
+        others = model_series(client, "other")
+        assert post_json(client, "/v2/repository/models/tiny/load").status_code == 200
+        reloaded = model_series(client, "tiny")
+
+    assert unloaded == {}  # neither ours (mnist_serve_*) nor Triton's (nv_*)
+    assert others["mnist_serve_model_ready"] == {"1": 1}
+    assert others["nv_inference_request_success_total"] == {"1": 0}
+    assert reloaded["mnist_serve_model_ready"] == {"1": 1}
+    assert reloaded["nv_inference_count_total"] == {"1": 1}  # a counter never goes down
+
+
+def test_a_version_gone_from_disk_leaves_no_series_after_a_load(own_repo: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=own_repo, model_control=True))) as client:
+        write_tiny_model(own_repo, "tiny", version=2, seed=1)
+        shutil.rmtree(own_repo / "tiny" / "1")
+
+        assert post_json(client, "/v2/repository/models/tiny/load").status_code == 200
+
+        series = model_series(client, "tiny")
+
+    assert series["mnist_serve_model_ready"] == {"2": 1}
+    assert {version for versions in series.values() for version in versions} == {"2"}
 
 
 def test_load_picks_up_a_new_version_from_disk(own_repo: Path) -> None:

@@ -171,6 +171,28 @@ def test_every_bad_setting_gets_its_own_line(capsys: pytest.CaptureFixture[str])
     )
 
 
+def test_model_control_with_several_workers_is_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A load or unload reaches only the worker that took the request: clients would see
+    # each worker's own repository in turn. (If it were accepted, fail rather than serve.)
+    monkeypatch.setattr(
+        "serving.__main__.uvicorn.run", lambda *args, **kwargs: pytest.fail("it started")
+    )
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--model-control", "--workers", "2"])
+
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("mnist-serve: error: --model-control (MNIST_SERVE_MODEL_CONTROL): ")
+    assert "workers (2)" in line
+
+
+def test_model_control_with_one_worker_is_allowed() -> None:
+    assert Settings(model_control=True, workers=1).model_control is True
+
+
 def test_importing_serving_never_imports_torch() -> None:
     code = (
         "import sys, serving.app, serving.__main__, serving.batcher, serving.runtime;"

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from serving import fastpath
 from serving.api import v1
 from serving.app import create_app
+from serving.errors import Overloaded
 from serving.settings import Settings
 
 ONE_IMAGE = orjson.dumps({"images": [[0.5] * 784]})
@@ -97,6 +98,81 @@ def test_short_stack_counts_requests_and_writes_access_lines(
     assert access[0]["images"] == 1
     assert 'outcome="success",version="2"} 1.0' in metrics
     assert 'outcome="client_error",version="2"} 1.0' in metrics
+
+
+ROUTE_TEMPLATES = {
+    "/v1/models/tiny/predict": "/v1/models/{model}/predict",
+    "/v1/models/tiny/versions/1/predict": "/v1/models/{model}/versions/{version}/predict",
+    "/v2/models/tiny/infer": "/v2/models/{model}/infer",
+    "/v2/models/tiny/versions/1/infer": "/v2/models/{model}/versions/{version}/infer",
+}
+
+
+def logged_routes(client: TestClient, caplog: pytest.LogCaptureFixture) -> dict[str, object]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "mnist_serve.access"):
+        for path in ROUTE_TEMPLATES:
+            body = ONE_IMAGE if path.startswith("/v1/") else V2_ONE_IMAGE
+            assert client.post(path, content=body, headers=JSON).status_code == 200
+    access = [record.fields for record in caplog.records if record.name == "mnist_serve.access"]
+    return {line["path"]: line.get("route") for line in access}
+
+
+def test_short_stack_access_lines_name_the_route_template_as_the_full_stack_does(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with started_client(tiny_repo) as client:
+        short = logged_routes(client, caplog)
+    monkeypatch.setattr(fastpath, "_is_native_telemetry_enabled", lambda app: True)
+    with started_client(tiny_repo) as client:
+        full = logged_routes(client, caplog)
+
+    assert short == full == ROUTE_TEMPLATES
+
+
+def error_lines(client: TestClient, caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """The access lines of a 400, a 504, a 404, a 413, a refusal and a success, in order."""
+    server = client.app.state.server
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise Overloaded("queue full", reason="queue_full")
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "mnist_serve.access"):
+        client.post("/v1/models/tiny/predict", content=b"{", headers=JSON)
+        expired = {**JSON, "X-Request-Timeout-Ms": "0.001"}
+        client.post("/v2/models/tiny/versions/1/infer", content=V2_ONE_IMAGE, headers=expired)
+        client.post("/v1/models/nothing/predict", content=ONE_IMAGE, headers=JSON)
+        client.post("/v1/models/tiny/predict", content=b"\x00" * 5000, headers=JSON)
+        batcher = server.repository.get("tiny").batcher
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(batcher, "submit", refuse)
+            client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=JSON)
+        client.post("/v1/models/tiny/predict", content=ONE_IMAGE, headers=JSON)
+    return [record.fields for record in caplog.records if record.name == "mnist_serve.access"]
+
+
+@pytest.mark.parametrize("stack", ["short", "full"])
+def test_error_access_lines_name_the_cause_and_the_model(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, stack: str
+) -> None:
+    if stack == "full":
+        monkeypatch.setattr(fastpath, "_is_native_telemetry_enabled", lambda app: True)
+    with started_client(tiny_repo) as client:
+        lines = error_lines(client, caplog)
+
+    causes = [
+        (line["status"], line.get("error"), line.get("model"), line.get("version"))
+        for line in lines
+    ]
+    assert causes == [
+        (400, "invalid_input", "tiny", "2"),
+        (504, "timeout", "tiny", "1"),
+        (404, "model_not_found", None, None),
+        (413, "payload_too_large", None, None),
+        (503, "queue_full", "tiny", "2"),
+        (200, None, "tiny", "2"),
+    ]
 
 
 def test_unexpected_error_on_the_short_stack_is_a_logged_json_500(

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from prometheus_client import generate_latest
@@ -24,7 +25,13 @@ from serving import deferred_metrics
 from serving.app import create_app
 from serving.metrics import ServingMetrics, prepare_multiprocess_dir, render_metrics
 from serving.settings import Settings
-from tests.support import MetricSamples, exported_metric_names, metric_samples, metric_value
+from tests.support import (
+    MetricSamples,
+    exported_metric_names,
+    metric_samples,
+    metric_value,
+    running_server,
+)
 
 with warnings.catch_warnings():
     # Starlette 1.x would rather drive its TestClient with httpx2; httpx 0.28 works the same.
@@ -225,7 +232,9 @@ RENDER = textwrap.dedent(
     """
     import sys
     from serving.metrics import ServingMetrics, render_metrics
-    sys.stdout.write(render_metrics(ServingMetrics())[0].decode())
+    metrics = ServingMetrics()  # a worker that has loaded the same model
+    metrics.set_model_ready(model="tiny", version="1", provider="CPU", is_ready=True)
+    sys.stdout.write(render_metrics(metrics)[0].decode())
     """
 )
 
@@ -265,6 +274,49 @@ def test_prepare_multiprocess_dir_empties_the_operators_directory(
     assert directory == tmp_path
     assert not stale.exists()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_fresh_server_counts_from_zero_in_the_operators_metrics_directory(
+    tmp_path: Path, tiny_repo: Path, workers: str
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    run_python(WORKER, "7", metrics_dir=metrics_dir)  # the last run's files
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "MNIST_SERVE_WORKERS": workers}
+
+    with running_server(tiny_repo, env=env) as (url, _):
+        samples = metric_samples(httpx.get(f"{url}/metrics", timeout=10).text)
+
+    assert metric_value(samples, "mnist_serve_requests_total", model="tiny") == 0
+    assert metric_value(samples, "mnist_serve_model_ready", model="tiny") == 2  # versions 1, 2
+
+
+def test_multiprocess_mode_exports_no_series_of_an_unloaded_version(
+    tmp_path: Path, tiny_repo: Path
+) -> None:
+    # One worker may control models; its values still live in files, which keep them.
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "MNIST_SERVE_MODEL_CONTROL": "true"}
+
+    def tiny_series(url: str) -> dict[tuple[str, str], float]:
+        samples = metric_samples(httpx.get(f"{url}/metrics", timeout=10).text)
+        return {
+            (name, dict(labels)["version"]): value
+            for (name, labels), value in samples.items()
+            if ("model", "tiny") in labels
+        }
+
+    with running_server(tiny_repo, env=env) as (url, _):
+        load = f"{url}/v2/repository/models/tiny/load"
+        assert httpx.post(load, timeout=30).status_code == 200
+        reloaded = tiny_series(url)
+        assert httpx.post(f"{url}/v2/repository/models/tiny/unload", timeout=30).status_code == 200
+        unloaded = tiny_series(url)
+
+    ready = "mnist_serve_model_ready"
+    assert (reloaded[(ready, "1")], reloaded[(ready, "2")]) == (1, 1)
+    assert reloaded[("nv_inference_count_total", "2")] == 0
+    assert unloaded == {}  # neither ours nor Triton's
 
 
 # --- through a real app ------------------------------------------------------------------
@@ -414,6 +466,12 @@ def test_every_loaded_version_is_ready_with_its_provider(client: TestClient) -> 
         for labels in [dict(label_set)]
     }
     assert ready == {("1", "CPUExecutionProvider"): 1, ("2", "CPUExecutionProvider"): 1}
+
+
+def test_idle_server_has_no_request_in_flight(client: TestClient) -> None:
+    samples = metric_samples(client.get("/metrics").text)
+
+    assert metric_value(samples, "mnist_serve_requests_in_flight") == 0
 
 
 def test_inference_response_carries_server_timing_and_request_id(client: TestClient) -> None:

@@ -52,6 +52,7 @@ def build_app(metrics: ServingMetrics, *, access_log: bool = True) -> Starlette:
             Route("/in-flight", in_flight),
             Route("/broken", broken),
             Route("/v2/health/ready", health),
+            Route("/metrics", in_flight),
         ]
     )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
@@ -130,6 +131,14 @@ def test_in_flight_counts_the_request_being_handled(
     # The gauge, and the process's own count the batcher asks whether the server is idle.
     assert during == "1.0 1"
     assert (after, metrics.requests_in_flight) == (0.0, 0)
+
+
+def test_in_flight_gauge_leaves_out_the_scrape_reading_it(client: TestClient) -> None:
+    during = client.get("/metrics").text
+
+    # An idle server reports 0; the process's own count still sees the scrape, which
+    # needs the event loop as much as any request.
+    assert during == "0.0 1"
 
 
 def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
