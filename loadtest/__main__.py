@@ -20,7 +20,10 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
-from loadtest.mix import DEFAULT_MIX
+from loadtest.expectations import save_answers
+from loadtest.fixtures import load_fixture
+from loadtest.mix import DEFAULT_MIX, parse_mix
+from loadtest.prepare import compute_answers, discover_models
 from loadtest.report import format_summary
 from loadtest.server import free_port, running_server
 from loadtest.thresholds import THRESHOLDS_PATH
@@ -107,7 +110,23 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return args, rest
 
 
-def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str]:
+def prepare_answers(args: argparse.Namespace, host: str, out_dir: Path) -> Path:
+    """Compute the offline answers once, before Locust starts, for every load process.
+
+    Done here, the seconds it takes count in neither the run time nor the req/s, and
+    the workers only read a file (a worker busy for seconds misses its heartbeats).
+    """
+    models = [name for name in args.models.split(",") if name] or discover_models(host)
+    kinds, _ = parse_mix(args.mix)
+    answers = compute_answers(load_fixture(), args.models_dir, models, "png" in kinds)
+    path = out_dir / "offline_answers.npz"
+    save_answers(path, answers)
+    return path
+
+
+def locustfile_options(
+    args: argparse.Namespace, summary_path: Path, answers_path: Path | None = None
+) -> list[str]:
     """Our locustfile's own options, for the master and every worker."""
     options = [
         "--models-dir", str(args.models_dir.resolve()),
@@ -119,6 +138,8 @@ def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str
     ]  # fmt: skip
     if args.models:
         options += ["--models", args.models]
+    if answers_path is not None:
+        options += ["--offline-answers", str(answers_path.resolve())]
     for flag in _THRESHOLD_FLAGS:
         if (value := getattr(args, flag)) is not None:
             options += [f"--{flag.replace('_', '-')}", str(value)]
@@ -139,10 +160,12 @@ def headless_options(args: argparse.Namespace, out_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def run_locust(args: argparse.Namespace, host: str, out_dir: Path, extra: list[str]) -> int:
+def run_locust(
+    args: argparse.Namespace, host: str, out_dir: Path, answers_path: Path, extra: list[str]
+) -> int:
     """Run Locust (and its workers) to completion; return the master's exit code."""
     locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host]
-    locust += locustfile_options(args, out_dir / "summary.json")
+    locust += locustfile_options(args, out_dir / "summary.json", answers_path)
     role: list[str] = []
     with ExitStack() as stack:
         workers: list[subprocess.Popen[bytes]] = []
@@ -193,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, RuntimeError, TimeoutError) as error:
                 print(f"could not start the server: {error}; see {out_dir}/server.log")
                 return 2
-        exit_code = run_locust(args, host.rstrip("/"), out_dir, extra)
+        host = host.rstrip("/")
+        answers_path = prepare_answers(args, host, out_dir)
+        exit_code = run_locust(args, host, out_dir, answers_path, extra)
     summary_path = out_dir / "summary.json"
     if not summary_path.exists():
         print(f"Locust exited with {exit_code} and wrote no summary; see {out_dir}/locust.log")

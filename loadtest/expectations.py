@@ -83,13 +83,6 @@ def offline_answers(
     return OfflineAnswers(raw, png)
 
 
-def offline_png_expectation(
-    models_dir: Path, model: str, version: str, pngs: list[bytes]
-) -> Expectation:
-    """As ``offline_expectation``, on each PNG preprocessed the way the server does it."""
-    return offline_expectation(models_dir, model, version, preprocess_pngs(pngs))
-
-
 def preprocess_pngs(pngs: list[bytes]) -> np.ndarray:
     """Float32 ``(N, 1, 28, 28)``: each PNG preprocessed the way the server does it."""
     from serving.codecs.images import decode_image

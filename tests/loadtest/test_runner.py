@@ -74,6 +74,34 @@ def test_smoke_run_against_the_real_server_and_models_passes(tmp_path: Path) -> 
     assert all(row["agreement"] == 100.0 for row in raw_rows), summary["accuracy"]
 
 
+def test_distributed_run_with_the_published_models_sends_load_and_passes(tmp_path: Path) -> None:
+    code, output, summary = run_loadtest(
+        "--smoke", "--run-time", "3s", "--users", "2", "--workers", "2",
+        "--models-dir", str(PUBLISHED_MODELS), results=tmp_path / "results",
+    )  # fmt: skip
+
+    assert code == 0, output
+    assert summary["total"]["requests"] > 0
+    assert summary["violations"] == []
+
+
+def test_setup_is_done_before_the_run_time_starts(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    write_tiny_model(repo, "tiny", version=1)
+    broken = [sys.executable, "-m", "tests.loadtest.broken_server"]
+    with running_server(repo, tmp_path / "server.log", command=broken) as host:
+        run_loadtest(
+            "--host", host, "--models-dir", str(repo), "--run-time", "1s", "--users", "1",
+            "--max-failure-ratio", "1", results=tmp_path / "results",
+        )  # fmt: skip
+
+    log = next((tmp_path / "results").glob("*/locust.log")).read_text().splitlines()
+    timer_started = next(i for i, line in enumerate(log) if "Run time limit set" in line)
+    setup = [i for i, line in enumerate(log) if "offline ORT" in line]
+    assert setup, log
+    assert max(setup) < timer_started, log
+
+
 def test_smoke_flag_sets_short_run_and_smoke_thresholds_unless_overridden(tmp_path: Path) -> None:
     args, _ = parse_args(["--smoke", "--users", "8"])
 
