@@ -206,6 +206,9 @@ def prepare_before_the_run(environment: Environment, **_kwargs: Any) -> None:
         errors.clear()
     elif isinstance(runner, MasterRunner) and environment.parsed_options.headless:
         wait_for_prepared_workers(environment)
+    # gevent's loop caches "now" and did not run while we prepared: without this, the
+    # run-time timer Locust sets next counts from a stale now, and fires that much early.
+    gevent.get_hub().loop.update_now()
 
 
 def _can_prepare_now(environment: Environment) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -97,9 +98,17 @@ def test_setup_is_done_before_the_run_time_starts(tmp_path: Path) -> None:
 
     log = next((tmp_path / "results").glob("*/locust.log")).read_text().splitlines()
     timer_started = next(i for i, line in enumerate(log) if "Run time limit set" in line)
+    timer_fired = next(i for i, line in enumerate(log) if "--run-time limit reached" in line)
     setup = [i for i, line in enumerate(log) if "offline ORT" in line]
     assert setup, log
     assert max(setup) < timer_started, log
+    # A lower bound a timer guarantees, not a speed: the whole run time was load.
+    assert logged_at(log[timer_fired]) - logged_at(log[timer_started]) >= timedelta(seconds=1)
+
+
+def logged_at(line: str) -> datetime:
+    """The time of a Locust log line: ``[2026-01-01 12:00:00,123] host/INFO/...``."""
+    return datetime.strptime(line[1 : line.index("]")], "%Y-%m-%d %H:%M:%S,%f")
 
 
 def test_smoke_flag_sets_short_run_and_smoke_thresholds_unless_overridden(tmp_path: Path) -> None:
