@@ -111,6 +111,23 @@ def logged_at(line: str) -> datetime:
     return datetime.strptime(line[1 : line.index("]")], "%Y-%m-%d %H:%M:%S,%f")
 
 
+def test_failures_within_the_thresholds_pass_with_exit_code_zero(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    write_tiny_model(repo, "tiny", version=1)
+    broken = [sys.executable, "-m", "tests.loadtest.broken_server"]
+    with running_server(repo, tmp_path / "server.log", command=broken) as host:
+        code, output, summary = run_loadtest(
+            "--host", host, "--models-dir", str(repo), "--run-time", "2s", "--users", "1",
+            "--profile", "smoke", "--max-failure-ratio", "1", "--max-accuracy-drop-points", "100",
+            "--max-png-accuracy-drop-points", "100", results=tmp_path / "results",
+        )  # fmt: skip
+
+    assert summary["total"]["failures"] > 0, output
+    assert summary["violations"] == []
+    assert "PASSED all thresholds" in output
+    assert code == 0, output
+
+
 def test_smoke_flag_sets_short_run_and_smoke_thresholds_unless_overridden(tmp_path: Path) -> None:
     args, _ = parse_args(["--smoke", "--users", "8"])
 
