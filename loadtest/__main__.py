@@ -23,7 +23,7 @@ from pathlib import Path
 from loadtest.expectations import save_answers
 from loadtest.fixtures import load_fixture
 from loadtest.mix import DEFAULT_MIX, parse_mix
-from loadtest.prepare import compute_answers, discover_models
+from loadtest.prepare import SetupError, choose_models, compute_answers
 from loadtest.report import format_summary
 from loadtest.server import free_port, running_server
 from loadtest.thresholds import THRESHOLDS_PATH
@@ -110,13 +110,22 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return args, rest
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked before anything starts; ``SetupError`` names the problem."""
+    try:
+        parse_mix(args.mix)
+    except ValueError as error:
+        raise SetupError(str(error)) from error
+
+
 def prepare_answers(args: argparse.Namespace, host: str, out_dir: Path) -> Path:
-    """Compute the offline answers once, before Locust starts, for every load process.
+    """Check the server and models, then compute the offline answers once, before Locust.
 
     Done here, the seconds it takes count in neither the run time nor the req/s, and
     the workers only read a file (a worker busy for seconds misses its heartbeats).
     """
-    models = [name for name in args.models.split(",") if name] or discover_models(host)
+    requested = [name for name in args.models.split(",") if name]
+    models = choose_models(host, requested, args.models_dir)
     kinds, _ = parse_mix(args.mix)
     answers = compute_answers(load_fixture(), args.models_dir, models, "png" in kinds)
     path = out_dir / "offline_answers.npz"
@@ -202,6 +211,11 @@ def stop_worker(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> None
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
+    try:
+        check_arguments(args)
+    except SetupError as error:
+        print(f"load test: {error}")
+        return 2
     out_dir = args.results_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"load test: {args.users} users for {args.run_time}, reports in {out_dir}/", flush=True)
@@ -217,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"could not start the server: {error}; see {out_dir}/server.log")
                 return 2
         host = host.rstrip("/")
-        answers_path = prepare_answers(args, host, out_dir)
+        try:
+            answers_path = prepare_answers(args, host, out_dir)
+        except SetupError as error:
+            print(f"load test: {error}")
+            return 2
         exit_code = run_locust(args, host, out_dir, answers_path, extra)
     summary_path = out_dir / "summary.json"
     if not summary_path.exists():
@@ -225,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_summary(json.loads(summary_path.read_text())))
     print(f"\nreports: {out_dir}/report.html, {out_dir}/locust_stats.csv")
-    return 0 if exit_code == 0 else 1
+    return exit_code if exit_code in (0, 2) else 1
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from loadtest.expectations import Expectation, OfflineAnswers, load_answers
 from loadtest.fixtures import load_fixture
 from loadtest.mix import DEFAULT_MIX, KINDS, parse_mix
 from loadtest.payloads import Payload, PayloadBuilder
-from loadtest.prepare import compute_answers, discover_models
+from loadtest.prepare import choose_models, compute_answers
 from loadtest.report import format_summary, summarise_stats
 from loadtest.responses import Answer, BadResponse, parse_v1, parse_v2
 from loadtest.tally import PNG, RAW, Tally
@@ -140,7 +140,8 @@ def build_workload(options: Any, host: str) -> Workload:
     if options.offline_answers:
         answers = load_answers(Path(options.offline_answers))
     else:
-        models = [name for name in options.models.split(",") if name] or discover_models(host)
+        requested = [name for name in options.models.split(",") if name]
+        models = choose_models(host, requested, Path(options.models_dir))
         answers = _in_thread(
             compute_answers, fixture, Path(options.models_dir), models, "png" in kinds
         )
@@ -404,3 +405,5 @@ def judge(environment: Environment, **_kwargs: Any) -> None:
     logger.info("mnist-serve load test summary\n%s", format_summary(summary))
     # Set either way: left unset, Locust exits 1 on any failed request, even one allowed.
     environment.process_exit_code = 1 if summary["violations"] else 0
+    if state["setup_errors"]:
+        environment.process_exit_code = 2  # the run could not be made

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.__main__ import locustfile_options, parse_args
-from loadtest.server import running_server
+from loadtest.__main__ import locustfile_options, main, parse_args
+from loadtest.server import free_port, running_server
 from loadtest.thresholds import load_thresholds
 from tests.support import PUBLISHED_MODELS, REPO_ROOT, write_tiny_model
 
@@ -126,6 +126,56 @@ def test_failures_within_the_thresholds_pass_with_exit_code_zero(tmp_path: Path)
     assert summary["violations"] == []
     assert "PASSED all thresholds" in output
     assert code == 0, output
+
+
+def test_no_server_at_the_host_is_exit_code_2_at_once_naming_the_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+    code = main(["--host", host, "--results-dir", str(tmp_path)])
+
+    message = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 2
+    assert host in message
+    assert "refused" in message
+    assert not list(tmp_path.glob("*/locust.log"))  # Locust never started
+
+
+def test_a_bad_mix_is_exit_code_2_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--mix", "foo=1", "--results-dir", str(tmp_path / "results")])
+
+    assert code == 2
+    assert "--mix item 'foo=1'" in capsys.readouterr().out
+    assert not (tmp_path / "results").exists()  # no server started, no run made
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ("nosuch", "{host} does not serve nosuch (it serves tiny)"),
+        ("", "no offline answers for tiny: {repo}/tiny holds no <version>/model.onnx"),
+    ],
+)
+def test_a_model_missing_from_server_or_repository_is_exit_code_2_at_once(
+    models: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served, empty_repo = tmp_path / "served", tmp_path / "empty"
+    write_tiny_model(served, "tiny", version=1)
+    empty_repo.mkdir()
+    broken = [sys.executable, "-m", "tests.loadtest.broken_server"]
+    with running_server(served, tmp_path / "server.log", command=broken) as host:
+        code = main(
+            ["--host", host, "--models-dir", str(empty_repo), "--models", models,
+             "--results-dir", str(tmp_path / "results")]
+        )  # fmt: skip
+
+    message = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 2
+    assert message == "load test: " + expected.format(host=host, repo=empty_repo)
+    assert not list(tmp_path.glob("results/*/locust.log"))
 
 
 def test_smoke_flag_sets_short_run_and_smoke_thresholds_unless_overridden(tmp_path: Path) -> None:
