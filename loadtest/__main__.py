@@ -26,7 +26,7 @@ from loadtest.mix import DEFAULT_MIX, parse_mix
 from loadtest.prepare import SetupError, choose_models, compute_answers
 from loadtest.report import format_summary
 from loadtest.server import free_port, running_server
-from loadtest.thresholds import THRESHOLDS_PATH
+from loadtest.thresholds import THRESHOLDS_PATH, load_thresholds
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 SMOKE = {"run_time": "20s", "users": 4, "profile": "smoke"}
@@ -114,8 +114,13 @@ def check_arguments(args: argparse.Namespace) -> None:
     """What can be checked before anything starts; ``SetupError`` names the problem."""
     try:
         parse_mix(args.mix)
+        load_thresholds(args.profile, args.thresholds, threshold_overrides(args))
     except ValueError as error:
         raise SetupError(str(error)) from error
+
+
+def threshold_overrides(args: argparse.Namespace) -> dict[str, float | None]:
+    return {flag: getattr(args, flag) for flag in _THRESHOLD_FLAGS}
 
 
 def prepare_answers(args: argparse.Namespace, host: str, out_dir: Path) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from loadtest.prepare import choose_models, compute_answers
 from loadtest.report import format_summary, summarise_stats
 from loadtest.responses import Answer, BadResponse, parse_v1, parse_v2
 from loadtest.tally import PNG, RAW, Tally
-from loadtest.thresholds import THRESHOLDS_PATH, evaluate, load_thresholds
+from loadtest.thresholds import THRESHOLDS_PATH, Thresholds, evaluate, load_thresholds
 
 logger = logging.getLogger("loadtest")
 
@@ -183,6 +184,7 @@ def _state(environment: Environment) -> dict[str, Any]:
         environment.mnist_state = {
             "workload": None,
             "is_prepared": False,
+            "limits": None,
             "setup_errors": [],
             "tally": Tally(),
         }
@@ -195,6 +197,8 @@ def prepare_before_the_run(environment: Environment, **_kwargs: Any) -> None:
     req/s include the seconds it takes: a local run here, and a headless master waits
     here until its workers have prepared."""
     runner = environment.runner
+    if not isinstance(runner, WorkerRunner):
+        check_thresholds(environment)
     if isinstance(runner, LocalRunner):
         prepare_workload(environment)
     elif isinstance(runner, WorkerRunner):
@@ -210,6 +214,29 @@ def prepare_before_the_run(environment: Environment, **_kwargs: Any) -> None:
     # gevent's loop caches "now" and did not run while we prepared: without this, the
     # run-time timer Locust sets next counts from a stale now, and fires that much early.
     gevent.get_hub().loop.update_now()
+
+
+def check_thresholds(environment: Environment) -> None:
+    """Read the thresholds now, so a bad profile or file stops Locust before any load."""
+    try:
+        _state(environment)["limits"] = load_limits(environment.parsed_options)
+    except ValueError as error:
+        logger.error("load test: %s", error)
+        sys.exit(2)  # the run could not be made
+
+
+def load_limits(options: Any) -> Thresholds:
+    return load_thresholds(
+        options.thresholds_profile,
+        Path(options.thresholds),
+        {
+            "max_failure_ratio": options.max_failure_ratio,
+            "max_p99_ms": options.max_p99_ms,
+            "min_rps": options.min_rps,
+            "max_accuracy_drop_points": options.max_accuracy_drop_points,
+            "max_png_accuracy_drop_points": options.max_png_accuracy_drop_points,
+        },
+    )
 
 
 def _can_prepare_now(environment: Environment) -> bool:
@@ -385,17 +412,7 @@ def judge(environment: Environment, **_kwargs: Any) -> None:
         return
     options = environment.parsed_options
     state = _state(environment)
-    limits = load_thresholds(
-        options.thresholds_profile,
-        Path(options.thresholds),
-        {
-            "max_failure_ratio": options.max_failure_ratio,
-            "max_p99_ms": options.max_p99_ms,
-            "min_rps": options.min_rps,
-            "max_accuracy_drop_points": options.max_accuracy_drop_points,
-            "max_png_accuracy_drop_points": options.max_png_accuracy_drop_points,
-        },
-    )
+    limits: Thresholds = state["limits"]  # read in init, before the run
     summary = summarise_stats(environment.stats)
     summary["accuracy"] = state["tally"].rows()
     summary["thresholds"] = vars(limits)

@@ -178,6 +178,42 @@ def test_a_model_missing_from_server_or_repository_is_exit_code_2_at_once(
     assert not list(tmp_path.glob("results/*/locust.log"))
 
 
+@pytest.mark.parametrize(
+    ("table", "profile", "expected"),
+    [
+        ("[default]\nmin_rps = 1\n", "nosuch", "no [nosuch] table in"),
+        ("[default]\nmax_p99 = 100\n", "default", "unknown keys in [default]"),
+        ("[default\n", "default", "thresholds file"),
+    ],
+)
+def test_bad_thresholds_are_exit_code_2_before_anything_starts(
+    table: str, profile: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "thresholds.toml").write_text(table)
+
+    code = main(
+        ["--profile", profile, "--thresholds", str(tmp_path / "thresholds.toml"),
+         "--results-dir", str(tmp_path / "results")]
+    )  # fmt: skip
+
+    assert code == 2
+    assert expected in capsys.readouterr().out
+    assert not (tmp_path / "results").exists()
+
+
+def test_locust_run_directly_stops_on_a_bad_profile_before_the_run(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless",
+         "--host", f"http://127.0.0.1:{free_port()}", "--run-time", "30s",
+         "--thresholds-profile", "nosuch", "--summary-json", str(tmp_path / "summary.json")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert finished.returncode == 2, finished.stderr
+    assert "no [nosuch] table in" in finished.stderr
+    assert "Run time limit set" not in finished.stderr
+
+
 def test_smoke_flag_sets_short_run_and_smoke_thresholds_unless_overridden(tmp_path: Path) -> None:
     args, _ = parse_args(["--smoke", "--users", "8"])
 
