@@ -29,6 +29,8 @@ from loadtest.server import free_port, running_server
 from loadtest.thresholds import THRESHOLDS_PATH, load_thresholds
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+# Options --smoke changes, when not given: the defaults, and --smoke's values.
+DEFAULTS = {"run_time": "60s", "users": 16, "profile": "default"}
 SMOKE = {"run_time": "20s", "users": 4, "profile": "smoke"}
 _THRESHOLD_FLAGS = (
     "max_failure_ratio",
@@ -63,10 +65,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="Environment of the started server, e.g. MNIST_SERVE_BATCHING=false",
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="CI smoke run: 20 s, 4 users, the [smoke] thresholds"
+        "--smoke",
+        action="store_true",
+        help="CI smoke run: 20 s, 4 users, the [smoke] thresholds; options given win",
     )
-    parser.add_argument("--run-time", default="60s", help="Locust --run-time (default 60s)")
-    parser.add_argument("-u", "--users", type=int, default=16, help="Concurrent users (default 16)")
+    # Default None: filled in below, so an option given explicitly wins over --smoke.
+    parser.add_argument("--run-time", help="Locust --run-time (default 60s; --smoke: 20s)")
+    parser.add_argument("-u", "--users", type=int, help="Concurrent users (default 16; --smoke: 4)")
     parser.add_argument(
         "-r",
         "--spawn-rate",
@@ -90,7 +95,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default=Path("results"),
         help="Reports go to RESULTS_DIR/<timestamp>/",
     )
-    parser.add_argument("--profile", default="default", help="Thresholds table (default, smoke)")
+    parser.add_argument(
+        "--profile", help="Thresholds table: default, smoke (default: default; --smoke: smoke)"
+    )
     parser.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH, help="Thresholds file")
     for flag in _THRESHOLD_FLAGS:
         parser.add_argument(
@@ -102,11 +109,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     args, rest = parser.parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
-    if args.smoke:
-        defaults = parser.parse_args([])
-        for key, value in SMOKE.items():
-            if getattr(args, key) == getattr(defaults, key):
-                setattr(args, key, value)
+    for key, value in (SMOKE if args.smoke else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return args, rest
 
 

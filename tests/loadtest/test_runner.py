@@ -223,6 +223,24 @@ def test_smoke_flag_sets_short_run_and_smoke_thresholds_unless_overridden(tmp_pa
     assert options[options.index("--thresholds-profile") + 1] == "smoke"
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--smoke"], ("20s", 4, "smoke")),
+        ([], ("60s", 16, "default")),
+        (["--smoke", "--users", "16"], ("20s", 16, "smoke")),
+        (["--smoke", "--run-time", "60s"], ("60s", 4, "smoke")),
+        (["--smoke", "--profile", "default"], ("20s", 4, "default")),
+    ],
+)
+def test_explicit_options_win_over_smoke_even_when_equal_to_the_defaults(
+    argv: list[str], expected: tuple[str, int, str]
+) -> None:
+    args, _ = parse_args(argv)
+
+    assert (args.run_time, args.users, args.profile) == expected
+
+
 def test_arguments_after_double_dash_go_to_locust_unchanged() -> None:
     _, extra = parse_args(["--run-time", "5s", "--", "--loglevel", "DEBUG"])
 
