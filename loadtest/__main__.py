@@ -20,12 +20,17 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
-from loadtest.mix import DEFAULT_MIX
+from loadtest.expectations import save_answers
+from loadtest.fixtures import load_fixture
+from loadtest.mix import DEFAULT_MIX, parse_mix
+from loadtest.prepare import SetupError, choose_models, compute_answers
 from loadtest.report import format_summary
 from loadtest.server import free_port, running_server
-from loadtest.thresholds import THRESHOLDS_PATH
+from loadtest.thresholds import THRESHOLDS_PATH, load_thresholds
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+# Options --smoke changes, when not given: the defaults, and --smoke's values.
+DEFAULTS = {"run_time": "60s", "users": 16, "profile": "default"}
 SMOKE = {"run_time": "20s", "users": 4, "profile": "smoke"}
 _THRESHOLD_FLAGS = (
     "max_failure_ratio",
@@ -60,10 +65,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="Environment of the started server, e.g. MNIST_SERVE_BATCHING=false",
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="CI smoke run: 20 s, 4 users, the [smoke] thresholds"
+        "--smoke",
+        action="store_true",
+        help="CI smoke run: 20 s, 4 users, the [smoke] thresholds; options given win",
     )
-    parser.add_argument("--run-time", default="60s", help="Locust --run-time (default 60s)")
-    parser.add_argument("-u", "--users", type=int, default=16, help="Concurrent users (default 16)")
+    # Default None: filled in below, so an option given explicitly wins over --smoke.
+    parser.add_argument("--run-time", help="Locust --run-time (default 60s; --smoke: 20s)")
+    parser.add_argument("-u", "--users", type=int, help="Concurrent users (default 16; --smoke: 4)")
     parser.add_argument(
         "-r",
         "--spawn-rate",
@@ -87,7 +95,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default=Path("results"),
         help="Reports go to RESULTS_DIR/<timestamp>/",
     )
-    parser.add_argument("--profile", default="default", help="Thresholds table (default, smoke)")
+    parser.add_argument(
+        "--profile", help="Thresholds table: default, smoke (default: default; --smoke: smoke)"
+    )
     parser.add_argument("--thresholds", type=Path, default=THRESHOLDS_PATH, help="Thresholds file")
     for flag in _THRESHOLD_FLAGS:
         parser.add_argument(
@@ -99,15 +109,43 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     args, rest = parser.parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
-    if args.smoke:
-        defaults = parser.parse_args([])
-        for key, value in SMOKE.items():
-            if getattr(args, key) == getattr(defaults, key):
-                setattr(args, key, value)
+    for key, value in (SMOKE if args.smoke else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return args, rest
 
 
-def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str]:
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked before anything starts; ``SetupError`` names the problem."""
+    try:
+        parse_mix(args.mix)
+        load_thresholds(args.profile, args.thresholds, threshold_overrides(args))
+    except ValueError as error:
+        raise SetupError(str(error)) from error
+
+
+def threshold_overrides(args: argparse.Namespace) -> dict[str, float | None]:
+    return {flag: getattr(args, flag) for flag in _THRESHOLD_FLAGS}
+
+
+def prepare_answers(args: argparse.Namespace, host: str, out_dir: Path) -> Path:
+    """Check the server and models, then compute the offline answers once, before Locust.
+
+    Done here, the seconds it takes count in neither the run time nor the req/s, and
+    the workers only read a file (a worker busy for seconds misses its heartbeats).
+    """
+    requested = [name for name in args.models.split(",") if name]
+    models = choose_models(host, requested, args.models_dir)
+    kinds, _ = parse_mix(args.mix)
+    answers = compute_answers(load_fixture(), args.models_dir, models, "png" in kinds)
+    path = out_dir / "offline_answers.npz"
+    save_answers(path, answers)
+    return path
+
+
+def locustfile_options(
+    args: argparse.Namespace, summary_path: Path, answers_path: Path | None = None
+) -> list[str]:
     """Our locustfile's own options, for the master and every worker."""
     options = [
         "--models-dir", str(args.models_dir.resolve()),
@@ -119,6 +157,8 @@ def locustfile_options(args: argparse.Namespace, summary_path: Path) -> list[str
     ]  # fmt: skip
     if args.models:
         options += ["--models", args.models]
+    if answers_path is not None:
+        options += ["--offline-answers", str(answers_path.resolve())]
     for flag in _THRESHOLD_FLAGS:
         if (value := getattr(args, flag)) is not None:
             options += [f"--{flag.replace('_', '-')}", str(value)]
@@ -139,10 +179,12 @@ def headless_options(args: argparse.Namespace, out_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def run_locust(args: argparse.Namespace, host: str, out_dir: Path, extra: list[str]) -> int:
+def run_locust(
+    args: argparse.Namespace, host: str, out_dir: Path, answers_path: Path, extra: list[str]
+) -> int:
     """Run Locust (and its workers) to completion; return the master's exit code."""
     locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host]
-    locust += locustfile_options(args, out_dir / "summary.json")
+    locust += locustfile_options(args, out_dir / "summary.json", answers_path)
     role: list[str] = []
     with ExitStack() as stack:
         workers: list[subprocess.Popen[bytes]] = []
@@ -179,6 +221,11 @@ def stop_worker(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> None
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
+    try:
+        check_arguments(args)
+    except SetupError as error:
+        print(f"load test: {error}")
+        return 2
     out_dir = args.results_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"load test: {args.users} users for {args.run_time}, reports in {out_dir}/", flush=True)
@@ -193,14 +240,20 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, RuntimeError, TimeoutError) as error:
                 print(f"could not start the server: {error}; see {out_dir}/server.log")
                 return 2
-        exit_code = run_locust(args, host.rstrip("/"), out_dir, extra)
+        host = host.rstrip("/")
+        try:
+            answers_path = prepare_answers(args, host, out_dir)
+        except SetupError as error:
+            print(f"load test: {error}")
+            return 2
+        exit_code = run_locust(args, host, out_dir, answers_path, extra)
     summary_path = out_dir / "summary.json"
     if not summary_path.exists():
         print(f"Locust exited with {exit_code} and wrote no summary; see {out_dir}/locust.log")
         return 2
     print(format_summary(json.loads(summary_path.read_text())))
     print(f"\nreports: {out_dir}/report.html, {out_dir}/locust_stats.csv")
-    return 0 if exit_code == 0 else 1
+    return exit_code if exit_code in (0, 2) else 1
 
 
 if __name__ == "__main__":

@@ -16,35 +16,32 @@ from __future__ import annotations
 import json
 import logging
 import random
-import urllib.request
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from loadtest.expectations import (
-    Expectation,
-    latest_version,
-    offline_expectation,
-    offline_png_expectation,
-)
-from loadtest.fixtures import load_fixture
-from loadtest.mix import DEFAULT_MIX, KINDS, parse_mix
-from loadtest.payloads import Payload, PayloadBuilder
+from loadtest.expectations import Expectation
+from loadtest.mix import DEFAULT_MIX, KINDS
+from loadtest.payloads import Payload
 from loadtest.report import format_summary, summarise_stats
 from loadtest.responses import Answer, BadResponse, parse_v1, parse_v2
 from loadtest.tally import PNG, RAW, Tally
-from loadtest.thresholds import THRESHOLDS_PATH, evaluate, load_thresholds
+from loadtest.thresholds import THRESHOLDS_PATH, Thresholds, evaluate, load_thresholds
+from loadtest.workload import Workload, build_workload
 
 logger = logging.getLogger("loadtest")
 
 V2_MAX_IMAGES = 4  # V2 clients (tritonclient) typically send a few images per call
 _MISMATCHES_LOGGED = 5
+PREPARED_MESSAGE = "mnist_prepared"  # worker -> master: offline answers ready (data: errors)
+_PREPARE_TIMEOUT_S = 300.0  # without --expect-workers-max-wait; a PNG run takes ~10 s
 
 
 @events.init_command_line_parser.add_listener
@@ -61,6 +58,13 @@ def add_arguments(parser: Any) -> None:
         default="models",
         env_var="LOADTEST_MODELS_DIR",
         help="Model repository the offline ONNX Runtime answers come from",
+    )
+    group.add_argument(
+        "--offline-answers",
+        default="",
+        env_var="LOADTEST_OFFLINE_ANSWERS",
+        help="Offline answers computed beforehand (python -m loadtest writes them); "
+        "default: compute them from --models-dir at start",
     )
     group.add_argument(
         "--mix",
@@ -108,92 +112,111 @@ def add_arguments(parser: Any) -> None:
     )
 
 
-@dataclass
-class Workload:
-    """What one load-generating process sends and what it expects back."""
-
-    builder: PayloadBuilder
-    labels: list[int]
-    expectations: dict[str, Expectation]
-    png_expectations: dict[str, Expectation]
-    kinds: list[str]
-    weights: list[float]
-    batch_max: int
-    tally: Tally = field(default_factory=Tally)
-    mismatches_logged: int = 0
-
-    @property
-    def models(self) -> list[str]:
-        return list(self.expectations)
-
-
-def discover_models(host: str) -> list[str]:
-    """Names from ``GET /v1/models``: ``{"models": [{"name": ...}, ...]}`` (or plain names)."""
-    with urllib.request.urlopen(f"{host.rstrip('/')}/v1/models", timeout=10) as response:
-        document = json.loads(response.read())
-    entries = document.get("models", []) if isinstance(document, dict) else document
-    names = [entry["name"] if isinstance(entry, dict) else str(entry) for entry in entries]
-    if not names:
-        raise RuntimeError(f"{host}/v1/models lists no models")
-    return sorted(set(names))
-
-
-def build_workload(environment: Environment) -> Workload:
-    options = environment.parsed_options
-    fixture = load_fixture()
-    builder = PayloadBuilder(fixture.images)
-    models = [name for name in options.models.split(",") if name] or discover_models(
-        environment.host or ""
-    )
-    kinds, weights = parse_mix(options.mix)
-    models_dir, pixels = Path(options.models_dir), fixture.pixels()
-    versions = {model: latest_version(models_dir, model) for model in models}
-    expectations = {
-        model: offline_expectation(models_dir, model, version, pixels)
-        for model, version in versions.items()
-    }
-    # PNG preprocessing of 2,000 pictures takes about half a second: only when sent.
-    pngs = [builder.png(index) for index in range(len(builder))] if "png" in kinds else []
-    png_expectations = {
-        model: offline_png_expectation(models_dir, model, version, pngs)
-        for model, version in versions.items()
-        if pngs
-    }
-    for expectation in expectations.values():
-        logger.info(
-            "offline ORT: %s v%s is %.2f%% accurate on the %d fixture images",
-            expectation.model,
-            expectation.version,
-            100.0 * (expectation.labels == fixture.labels).mean(),
-            len(fixture.labels),
-        )
-    return Workload(
-        builder=builder,
-        labels=fixture.labels.tolist(),
-        expectations=expectations,
-        png_expectations=png_expectations,
-        kinds=kinds,
-        weights=weights,
-        batch_max=options.batch_max,
-    )
-
-
 def _state(environment: Environment) -> dict[str, Any]:
     """Per-process state hung on the environment (no module globals)."""
     if not hasattr(environment, "mnist_state"):
-        environment.mnist_state = {"workload": None, "setup_errors": [], "tally": Tally()}
+        environment.mnist_state = {
+            "workload": None,
+            "is_prepared": False,
+            "limits": None,
+            "setup_errors": [],
+            "tally": Tally(),
+        }
     return environment.mnist_state
+
+
+@events.init.add_listener
+def prepare_before_the_run(environment: Environment, **_kwargs: Any) -> None:
+    """Prepare before Locust starts its run-time clock, so neither the run time nor the
+    req/s include the seconds it takes: a local run here, and a headless master waits
+    here until its workers have prepared."""
+    runner = environment.runner
+    if not isinstance(runner, WorkerRunner):
+        check_thresholds(environment)
+    if isinstance(runner, LocalRunner):
+        prepare_workload(environment)
+    elif isinstance(runner, WorkerRunner):
+        errors = []
+        if _can_prepare_now(environment):
+            prepare_workload(environment)
+            errors = _state(environment)["setup_errors"]
+        # The master reports these errors: sent once, here, not with the stats as well.
+        runner.send_message(PREPARED_MESSAGE, errors.copy())
+        errors.clear()
+    elif isinstance(runner, MasterRunner) and environment.parsed_options.headless:
+        wait_for_prepared_workers(environment)
+    # gevent's loop caches "now" and did not run while we prepared: without this, the
+    # run-time timer Locust sets next counts from a stale now, and fires that much early.
+    gevent.get_hub().loop.update_now()
+
+
+def check_thresholds(environment: Environment) -> None:
+    """Read the thresholds now, so a bad profile or file stops Locust before any load."""
+    try:
+        _state(environment)["limits"] = load_limits(environment.parsed_options)
+    except ValueError as error:
+        logger.error("load test: %s", error)
+        sys.exit(2)  # the run could not be made
+
+
+def load_limits(options: Any) -> Thresholds:
+    return load_thresholds(
+        options.thresholds_profile,
+        Path(options.thresholds),
+        {
+            "max_failure_ratio": options.max_failure_ratio,
+            "max_p99_ms": options.max_p99_ms,
+            "min_rps": options.min_rps,
+            "max_accuracy_drop_points": options.max_accuracy_drop_points,
+            "max_png_accuracy_drop_points": options.max_png_accuracy_drop_points,
+        },
+    )
+
+
+def _can_prepare_now(environment: Environment) -> bool:
+    """A worker started with the answers or a host (the runner's, ``--processes``);
+    one started by hand learns the host with the first test, and prepares then."""
+    return bool(environment.parsed_options.offline_answers or environment.host)
+
+
+def wait_for_prepared_workers(environment: Environment) -> None:
+    """Block (the hub runs on) until ``--expect-workers`` workers have said they are prepared."""
+    options, state = environment.parsed_options, _state(environment)
+    prepared: set[str] = set()
+    all_prepared = gevent.event.Event()
+
+    def on_prepared(msg: Any, **_kwargs: Any) -> None:
+        prepared.add(msg.node_id)
+        state["setup_errors"].extend(msg.data)
+        if len(prepared) >= options.expect_workers:
+            all_prepared.set()
+
+    environment.runner.register_message(PREPARED_MESSAGE, on_prepared)
+    if not all_prepared.wait(timeout=options.expect_workers_max_wait or _PREPARE_TIMEOUT_S):
+        logger.warning("%d of %d workers prepared", len(prepared), options.expect_workers)
+    if state["setup_errors"]:
+        gevent.spawn(environment.runner.quit)
 
 
 @events.test_start.add_listener
 def prepare(environment: Environment, **_kwargs: Any) -> None:
-    """Each test (the web UI may run several) counts afresh, as Locust's stats do."""
+    """Each test (the web UI may run several) counts afresh, as Locust's stats do.
+
+    A worker started by hand prepares here: the master's host and options come with it.
+    """
+    _state(environment)["tally"].clear()
+    if isinstance(environment.runner, WorkerRunner):
+        prepare_workload(environment)
+
+
+def prepare_workload(environment: Environment) -> None:
+    """Build this process's workload once; on failure report why and stop the run."""
     state = _state(environment)
-    state["tally"].clear()
-    if isinstance(environment.runner, MasterRunner) or state["workload"] is not None:
+    if state["is_prepared"]:
         return
+    state["is_prepared"] = True
     try:
-        state["workload"] = build_workload(environment)
+        state["workload"] = build_workload(environment.parsed_options, environment.host or "")
     except Exception as error:  # setup boundary: report why the run cannot start, then stop
         logger.exception("load test setup failed")
         state["setup_errors"].append(f"setup failed: {error}")
@@ -323,17 +346,7 @@ def judge(environment: Environment, **_kwargs: Any) -> None:
         return
     options = environment.parsed_options
     state = _state(environment)
-    limits = load_thresholds(
-        options.thresholds_profile,
-        Path(options.thresholds),
-        {
-            "max_failure_ratio": options.max_failure_ratio,
-            "max_p99_ms": options.max_p99_ms,
-            "min_rps": options.min_rps,
-            "max_accuracy_drop_points": options.max_accuracy_drop_points,
-            "max_png_accuracy_drop_points": options.max_png_accuracy_drop_points,
-        },
-    )
+    limits: Thresholds = state["limits"]  # read in init, before the run
     summary = summarise_stats(environment.stats)
     summary["accuracy"] = state["tally"].rows()
     summary["thresholds"] = vars(limits)
@@ -341,5 +354,7 @@ def judge(environment: Environment, **_kwargs: Any) -> None:
     if options.summary_json:
         Path(options.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("mnist-serve load test summary\n%s", format_summary(summary))
-    if summary["violations"]:
-        environment.process_exit_code = 1
+    # Set either way: left unset, Locust exits 1 on any failed request, even one allowed.
+    environment.process_exit_code = 1 if summary["violations"] else 0
+    if state["setup_errors"]:
+        environment.process_exit_code = 2  # the run could not be made

@@ -30,14 +30,24 @@ def load_thresholds(
     path: Path = THRESHOLDS_PATH,
     overrides: dict[str, float | None] | None = None,
 ) -> Thresholds:
-    """The ``[profile]`` table of ``path``, then every non-None override on top."""
-    tables = tomllib.loads(path.read_text())
+    """The ``[profile]`` table of ``path``, then every non-None override on top.
+
+    Raises ``ValueError`` naming the problem: no such file or table, bad TOML, an unknown
+    key, a value that is not a number.
+    """
+    try:
+        tables = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"thresholds file {path}: {error}") from error
     if profile not in tables:
         raise ValueError(f"no [{profile}] table in {path}; have {sorted(tables)}")
     known = {item.name for item in fields(Thresholds)}
     unknown = set(tables[profile]) - known
     if unknown:
         raise ValueError(f"unknown keys in [{profile}] of {path}: {sorted(unknown)}")
+    for key, value in tables[profile].items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"[{profile}] of {path}: {key} = {value!r} is not a number")
     # A key absent from the table is not checked, whatever the dataclass default.
     values: dict[str, Any] = dict.fromkeys(known)
     values.update(tables[profile])

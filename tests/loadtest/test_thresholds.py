@@ -75,6 +75,14 @@ def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
         load_thresholds("default", path)
 
 
+def test_a_value_that_is_not_a_number_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.toml"
+    path.write_text('[default]\nmax_p99_ms = "fast"\n')
+
+    with pytest.raises(ValueError, match=r"max_p99_ms = 'fast' .* not a number"):
+        load_thresholds("default", path)
+
+
 def test_committed_profiles_load() -> None:
     assert load_thresholds("smoke").max_failure_ratio == 0.0
     assert load_thresholds("default").max_accuracy_drop_points == 0.5
