@@ -23,7 +23,9 @@ from serving.repository import ModelRepository, ServedModel
 
 logger = logging.getLogger("mnist_serve.stall")
 
-# Checks per second at most: a stall is seconds long, a check a few microseconds.
+# A check every quarter of request_timeout_s, within these bounds: a stall is seconds
+# long, a check a few microseconds, and a tiny timeout must not make the loop spin.
+MIN_CHECK_INTERVAL_S = 0.01
 MAX_CHECK_INTERVAL_S = 1.0
 
 
@@ -43,7 +45,7 @@ class StallWatchdog:
         self._metrics = metrics
         self.ready_after_s = ready_after_s
         self.live_after_s = live_after_s
-        self.interval_s = min(MAX_CHECK_INTERVAL_S, ready_after_s / 4)
+        self.interval_s = min(MAX_CHECK_INTERVAL_S, max(MIN_CHECK_INTERVAL_S, ready_after_s / 4))
         self._stalled: set[ServedModel] = set()
         self._wedged: ServedModel | None = None
         self._task: asyncio.Task[None] | None = None
