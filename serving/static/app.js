@@ -4,6 +4,8 @@
 
 (() => {
   const PREDICT_INTERVAL_MS = 150; // at most one round of requests this often while drawing
+  // A failed model list is asked for again after 1, 2, 4 ... s, then every 30 s.
+  const MODEL_LIST_RETRY_MS = { first: 1_000, max: 30_000 };
   const KEY_STORAGE = "mnist-serve.api-key";
   // Formats the server decodes (serving/codecs/images.py); others the browser reads go as PNG.
   const SENDABLE_TYPES = new Set(["image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp"]);
@@ -23,6 +25,10 @@
 
   const state = {
     models: [], // [{name, version, accuracy, provider, isReady}]
+    hasModelList: false, // the server answered GET /v1/models at least once
+    modelListRetry: { timer: null, delayMs: MODEL_LIST_RETRY_MS.first, dueAt: 0 },
+    refreshedForDrawing: -1, // the drawing a 404 already refreshed the model list for
+    drawing: 0, // bumped whenever what the canvas shows changes
     cards: new Map(), // model name -> card elements
     ink: "light", // "light" = white ink on black, "dark" = black ink on white
     hasInk: false,
@@ -222,25 +228,55 @@
     card.error.hidden = false;
   }
 
-  async function loadModels() {
-    setStatus("Loading models…");
-    try {
-      const { body } = await fetchJson("/v1/models");
-      state.models = describeModels(body);
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 401) askForKey();
-      else setStatus(`Could not list the models: ${error.message}`, "error");
-      return;
-    }
+  function showModels(models) {
+    state.models = models;
+    state.hasModelList = true;
     resultsBox.replaceChildren();
     state.cards.clear();
-    for (const model of state.models) {
+    for (const model of models) {
       const card = buildCard(model);
       resetCard(card, model.isReady ? "Draw to predict" : "Not ready yet");
       state.cards.set(model.name, card);
     }
-    if (state.models.length === 0) setStatus("This server has no models loaded.", "error");
-    else setStatus(`${state.models.length} model${state.models.length === 1 ? "" : "s"} ready. Draw a digit.`);
+    const readyCount = models.filter((model) => model.isReady).length;
+    const counted = readyCount === models.length ? `${readyCount}` : `${readyCount} of ${models.length}`;
+    if (models.length === 0) setStatus("This server has no models loaded.", "error");
+    else setStatus(`${counted} model${models.length === 1 ? "" : "s"} ready. Draw a digit.`);
+  }
+
+  function retryModelListLater(error) {
+    const retry = state.modelListRetry;
+    clearTimeout(retry.timer);
+    retry.dueAt = performance.now() + retry.delayMs;
+    retry.timer = setTimeout(() => {
+      retry.timer = null;
+      loadModels();
+    }, retry.delayMs);
+    retry.delayMs = Math.min(retry.delayMs * 2, MODEL_LIST_RETRY_MS.max);
+    setStatus(`Could not list the models (${error.message}); ${modelListRetryText()}.`, "error");
+  }
+
+  function modelListRetryText() {
+    const seconds = Math.max(1, Math.ceil((state.modelListRetry.dueAt - performance.now()) / 1000));
+    return `trying again in ${seconds} s`;
+  }
+
+  async function loadModels() {
+    const retry = state.modelListRetry;
+    clearTimeout(retry.timer);
+    retry.timer = null;
+    if (!state.hasModelList) setStatus("Loading models…");
+    let body;
+    try {
+      ({ body } = await fetchJson("/v1/models"));
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) askForKey();
+      else retryModelListLater(error);
+      return;
+    }
+    retry.delayMs = MODEL_LIST_RETRY_MS.first;
+    showModels(describeModels(body));
+    if (state.hasInk) requestPrediction(true);
   }
 
   // ---------- predictions ----------
@@ -271,17 +307,23 @@
       setBusy();
       return;
     }
-    if (!state.hasInk || state.models.length === 0) return setBusy();
+    if (!state.hasInk) return setBusy();
+    if (state.models.length === 0) {
+      if (state.modelListRetry.timer !== null) {
+        setStatus(`The server has not listed its models yet; ${modelListRetryText()}.`, "error");
+      }
+      return setBusy();
+    }
     state.inFlight = true;
     setBusy();
     const generation = state.generation;
     try {
       const body = state.upload || (await canvasPng());
       const contentType = state.upload ? state.upload.type : "image/png";
-      const outcomes = await Promise.allSettled(
-        state.models.map((model) => predict(model, body, contentType)),
-      );
-      if (generation === state.generation) showOutcomes(outcomes);
+      const models = state.models;
+      const outcomes = await Promise.allSettled(models.map((model) => predict(model, body, contentType)));
+      if (generation === state.generation) showOutcomes(models, outcomes);
+      if (outcomes.some(isModelNotFound)) refreshModelList();
     } finally {
       state.inFlight = false;
       if (state.isPending) {
@@ -292,15 +334,27 @@
     }
   }
 
-  function showOutcomes(outcomes) {
+  function isModelNotFound(outcome) {
+    return outcome.status === "rejected" && outcome.reason instanceof ApiError && outcome.reason.status === 404;
+  }
+
+  // A 404 means the server restarted with other models: list them again, once per drawing.
+  function refreshModelList() {
+    if (state.refreshedForDrawing === state.drawing) return;
+    state.refreshedForDrawing = state.drawing;
+    loadModels();
+  }
+
+  function showOutcomes(models, outcomes) {
     let isBlank = false;
     let needsKey = false;
     const failures = [];
     const spoken = [];
     const quick = [];
     outcomes.forEach((outcome, index) => {
-      const model = state.models[index];
+      const model = models[index];
       const card = state.cards.get(model.name);
+      if (card === undefined) return; // the model list changed while this round was out
       if (outcome.status === "fulfilled") {
         showPrediction(card, outcome.value);
         const prediction = outcome.value.answer.predictions[0];
@@ -376,6 +430,7 @@
   }
 
   function markChanged() {
+    state.drawing += 1;
     state.hasInk = true;
     state.upload = null;
   }
@@ -397,6 +452,7 @@
     event.preventDefault();
     const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
     for (const each of events.length > 0 ? events : [event]) strokeTo(canvasPoint(each));
+    state.drawing += 1;
     requestPrediction();
   });
 
@@ -413,6 +469,7 @@
 
   function clearCanvas() {
     state.generation += 1;
+    state.drawing += 1;
     clearTimeout(state.timer);
     state.timer = null;
     state.isPending = false;
@@ -448,6 +505,7 @@
       context.fillRect(0, 0, canvas.width, canvas.height);
       context.globalCompositeOperation = "source-over";
       canvas.style.background = paperColour();
+      state.drawing += 1;
       if (state.hasInk) {
         state.upload = null; // the canvas, not the original file, now shows what to classify
         requestPrediction(true);
@@ -474,6 +532,7 @@
       return;
     }
     state.generation += 1;
+    state.drawing += 1;
     const generation = state.generation;
     state.isReadingFile = true; // busy from the moment the file arrives, not once it is drawn
     setBusy();

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 
 from serving.card import CARD_FILE, ModelCard
 from tests.support import PUBLISHED_MODELS, REPO_ROOT, require_binary, running_server
@@ -370,3 +370,93 @@ def test_api_key_prompt_appears_on_401_and_the_key_unlocks_predictions(
         assert re.fullmatch(r"[0-9]", shown_labels(keyed_page)["tiny"])
         assert sent_keys, "no predict request was sent"
         assert set(sent_keys) == {"Bearer sesame"}
+
+
+# ---------- faults, simulated with Playwright request routing on the real server ----------
+
+MODEL_LIST = "**/v1/models"
+PREDICT = "**/v1/models/*/predict"
+
+
+def model_of(route: Route) -> str:
+    """The model a predict request is for: ``/v1/models/{model}/predict``."""
+    return route.request.url.rsplit("/", 2)[-2]
+
+
+def json_route_body(route: Route) -> dict[str, Any]:
+    """The real server's answer to this request, as JSON."""
+    return route.fetch().json()
+
+
+def test_model_list_that_failed_at_load_is_retried_and_then_predicts(
+    browser: Browser, published_url: str
+) -> None:
+    with opened_page(browser, "about:blank", "model-list-retried") as page:
+        is_down = [True]
+
+        def model_list(route: Route) -> None:
+            if is_down[0]:
+                route.fulfill(status=502, body="<html>Bad Gateway</html>", content_type="text/html")
+            else:
+                route.continue_()
+
+        page.route(MODEL_LIST, model_list)
+        page.goto(published_url)
+        expect(page.locator("#status")).to_have_attribute("data-kind", "error")
+
+        draw(page, DIGIT_STROKES["7"])
+        expect(page.locator("#status")).to_contain_text("trying again", timeout=TIMEOUT_MS)
+        is_down[0] = False
+
+        wait_for_cards(page, PUBLISHED)
+        for model in PUBLISHED:
+            expect(card(page, model).locator(".prediction-label")).to_have_text(
+                "7", timeout=TIMEOUT_MS
+            )
+
+
+def test_model_not_found_refreshes_the_model_list(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    # The server restarted without mnist_mlp: it answers 404 and lists only mnist_cnn.
+    page.route(
+        PREDICT,
+        lambda route: (
+            route.fulfill(
+                status=404,
+                json={"error": "model 'mnist_mlp' not found; available: ['mnist_cnn']"},
+            )
+            if model_of(route) == "mnist_mlp"
+            else route.continue_()
+        ),
+    )
+
+    def fewer_models(route: Route) -> None:
+        body = json_route_body(route)
+        body["models"] = [entry for entry in body["models"] if entry["name"] != "mnist_mlp"]
+        route.fulfill(json=body)
+
+    page.route(MODEL_LIST, fewer_models)
+
+    draw(page, DIGIT_STROKES["7"])
+
+    expect(card(page, "mnist_mlp")).to_have_count(0, timeout=TIMEOUT_MS)
+    expect(card(page, "mnist_cnn").locator(".prediction-label")).to_have_text(
+        "7", timeout=TIMEOUT_MS
+    )
+    wait_until_settled(page)
+    expect(page.locator("#status")).not_to_have_attribute("data-kind", "error")
+
+
+def test_status_counts_only_ready_models(browser: Browser, published_url: str) -> None:
+    with opened_page(browser, "about:blank", "ready-count") as page:
+
+        def one_not_ready(route: Route) -> None:
+            body = json_route_body(route)
+            for entry in body["models"]:
+                entry["ready"] = entry["name"] != "mnist_mlp"
+            route.fulfill(json=body)
+
+        page.route(MODEL_LIST, one_not_ready)
+        page.goto(published_url)
+
+        expect(page.locator("#status")).to_have_text(re.compile(r"^1 of 2 models ready\b"))
