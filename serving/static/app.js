@@ -4,6 +4,8 @@
 
 (() => {
   const PREDICT_INTERVAL_MS = 150; // at most one round of requests this often while drawing
+  const REQUEST_TIMEOUT_MS = 10_000; // a request with no answer by then is given up
+  const SLOW_ROUND_MS = 1_500; // a round out this long shows "Waiting for the server…"
   // A failed model list is asked for again after 1, 2, 4 ... s, then every 30 s.
   const MODEL_LIST_RETRY_MS = { first: 1_000, max: 30_000 };
   const KEY_STORAGE = "mnist-serve.api-key";
@@ -37,7 +39,7 @@
     lastPoint: null,
     timer: null,
     isReadingFile: false,
-    inFlight: false,
+    round: null, // the round of requests in flight: {controller, generation}
     isPending: false,
     generation: 0, // bumped by Clear so late answers for an old drawing are dropped
   };
@@ -67,13 +69,31 @@
     return `${response.status} ${response.statusText}`.trim();
   }
 
-  async function fetchJson(url, options = {}) {
-    const response = await fetch(url, {
-      ...options,
-      headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
-    });
-    if (!response.ok) throw new ApiError(response.status, await readError(response));
-    return { body: await response.json(), response };
+  class NoAnswer extends Error {}
+
+  // Given up after REQUEST_TIMEOUT_MS, or when `signal` aborts (Clear abandons a round).
+  async function fetchJson(url, options = {}, signal = null) {
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new NoAnswer(`No answer from the server in ${REQUEST_TIMEOUT_MS / 1000} s`)),
+      REQUEST_TIMEOUT_MS,
+    );
+    const abandon = () => controller.abort(signal.reason);
+    signal?.addEventListener("abort", abandon);
+    try {
+      const response = await fetch(url, {
+        ...options,
+        headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new ApiError(response.status, await readError(response));
+      return { body: await response.json(), response };
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : error;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", abandon);
+    }
   }
 
   // GET /v1/models -> {"models": [{name, versions, latest, accuracy, provider, ready, ...}]}
@@ -94,11 +114,12 @@
     return match ? Number(match[1]) : null;
   }
 
-  async function predict(model, body, contentType) {
+  async function predict(model, body, contentType, signal) {
     const started = performance.now();
     const { body: answer, response } = await fetchJson(
       `/v1/models/${encodeURIComponent(model.name)}/predict`,
       { method: "POST", headers: { "Content-Type": contentType }, body },
+      signal,
     );
     const roundTripMs = performance.now() - started;
     return { answer, roundTripMs, serverMs: serverMilliseconds(response) };
@@ -112,7 +133,7 @@
   }
 
   function setBusy() {
-    const isBusy = state.isReadingFile || state.timer !== null || state.inFlight || state.isPending;
+    const isBusy = state.isReadingFile || state.timer !== null || state.round !== null || state.isPending;
     resultsBox.setAttribute("aria-busy", String(isBusy));
   }
 
@@ -302,7 +323,7 @@
   }
 
   async function runPredictions() {
-    if (state.inFlight) {
+    if (state.round !== null) {
       state.isPending = true; // one more round when this one lands, with the newest drawing
       setBusy();
       return;
@@ -314,24 +335,39 @@
       }
       return setBusy();
     }
-    state.inFlight = true;
+    const round = { controller: new AbortController(), generation: state.generation };
+    state.round = round;
     setBusy();
-    const generation = state.generation;
+    const slowTimer = setTimeout(() => setStatus("Waiting for the server…", "hint"), SLOW_ROUND_MS);
     try {
       const body = state.upload || (await canvasPng());
       const contentType = state.upload ? state.upload.type : "image/png";
       const models = state.models;
-      const outcomes = await Promise.allSettled(models.map((model) => predict(model, body, contentType)));
-      if (generation === state.generation) showOutcomes(models, outcomes);
-      if (outcomes.some(isModelNotFound)) refreshModelList();
+      const outcomes = await Promise.allSettled(
+        models.map((model) => predict(model, body, contentType, round.controller.signal)),
+      );
+      if (state.round === round && round.generation === state.generation) {
+        showOutcomes(models, outcomes);
+        if (outcomes.some(isModelNotFound)) refreshModelList();
+      }
     } finally {
-      state.inFlight = false;
-      if (state.isPending) {
-        state.isPending = false;
-        runPredictions();
+      clearTimeout(slowTimer);
+      if (state.round === round) {
+        state.round = null;
+        if (state.isPending) {
+          state.isPending = false;
+          runPredictions();
+        }
       }
       setBusy();
     }
+  }
+
+  // Clear: the round in flight is for a drawing that is gone; stop waiting for it.
+  function abandonRound() {
+    if (state.round === null) return;
+    state.round.controller.abort(new NoAnswer("abandoned"));
+    state.round = null;
   }
 
   function isModelNotFound(outcome) {
@@ -370,7 +406,10 @@
         isBlank = true;
         resetCard(card);
       } else {
-        const message = error instanceof ApiError ? error.message : `Cannot reach the server (${error.message})`;
+        const message =
+          error instanceof ApiError || error instanceof NoAnswer
+            ? error.message
+            : `Cannot reach the server (${error.message})`;
         showCardError(card, message);
         failures.push(`${model.name}: ${message}`);
       }
@@ -473,6 +512,7 @@
     clearTimeout(state.timer);
     state.timer = null;
     state.isPending = false;
+    abandonRound();
     state.hasInk = false;
     state.upload = null;
     state.isDrawing = false;

@@ -460,3 +460,47 @@ def test_status_counts_only_ready_models(browser: Browser, published_url: str) -
         page.goto(published_url)
 
         expect(page.locator("#status")).to_have_text(re.compile(r"^1 of 2 models ready\b"))
+
+
+def test_clear_abandons_a_stalled_round(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    stalled: list[Route] = []
+    is_stalling = [True]
+
+    def stall_until_cleared(route: Route) -> None:
+        if is_stalling[0]:
+            stalled.append(route)  # never answered
+        else:
+            route.continue_()
+
+    page.route(PREDICT, stall_until_cleared)
+    draw(page, DIGIT_STROKES["1"])
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "true")
+
+    page.get_by_role("button", name="Clear").click()
+    is_stalling[0] = False
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+
+    assert stalled, "no request was held"
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+
+
+def test_stalled_round_says_it_is_waiting_then_times_out(
+    browser: Browser, published_url: str
+) -> None:
+    with opened_page(browser, "about:blank", "stalled-round") as page:
+        page.clock.install()  # the page's timers, fast-forwarded below instead of waited for
+        page.goto(published_url)
+        wait_for_cards(page, PUBLISHED)
+        page.route(PREDICT, lambda route: None)  # never answered
+
+        draw(page, DIGIT_STROKES["7"])
+        page.clock.fast_forward(2_000)
+        expect(page.locator("#status")).to_contain_text("Waiting for the server")
+        page.clock.fast_forward(30_000)
+
+        wait_until_settled(page)
+        for model in PUBLISHED:
+            expect(card(page, model)).to_have_attribute("data-state", "error")
+            expect(card(page, model).locator(".model-error")).to_contain_text("No answer")
