@@ -39,7 +39,7 @@
     lastPoint: null,
     timer: null,
     isReadingFile: false,
-    round: null, // the round of requests in flight: {controller, generation}
+    round: null, // the round of requests in flight: {controller, generation, isFinal}
     isPending: false,
     generation: 0, // bumped by Clear so late answers for an old drawing are dropped
   };
@@ -218,14 +218,17 @@
     showProbabilities(card, new Array(10).fill(0));
   }
 
+  function confidenceText(confidence) {
+    // 0.9996 would round to "100.0 %": no model is that sure.
+    return `${confidence >= 0.9995 ? "> 99.9 %" : formatPercent(confidence)} sure`;
+  }
+
   function showPrediction(card, result) {
     const prediction = result.answer.predictions[0];
     card.root.dataset.state = "done";
     card.root.dataset.label = String(prediction.label);
     card.label.textContent = String(prediction.label);
-    // 0.9996 would round to "100.0 %": no model is that sure.
-    const sure = prediction.confidence >= 0.9995 ? "> 99.9 %" : formatPercent(prediction.confidence);
-    card.confidence.textContent = `${sure} sure`;
+    card.confidence.textContent = confidenceText(prediction.confidence);
     const roundTrip = document.createElement("span");
     roundTrip.className = "latency-round-trip";
     roundTrip.textContent = `${Math.round(result.roundTripMs)} ms round trip`;
@@ -335,7 +338,11 @@
       }
       return setBusy();
     }
-    const round = { controller: new AbortController(), generation: state.generation };
+    const round = {
+      controller: new AbortController(),
+      generation: state.generation,
+      isFinal: !state.isDrawing, // started after the pen lifted: its answer is announced
+    };
     state.round = round;
     setBusy();
     const slowTimer = setTimeout(() => setStatus("Waiting for the server…", "hint"), SLOW_ROUND_MS);
@@ -347,7 +354,7 @@
         models.map((model) => predict(model, body, contentType, round.controller.signal)),
       );
       if (state.round === round && round.generation === state.generation) {
-        showOutcomes(models, outcomes);
+        showOutcomes(models, outcomes, round);
         if (outcomes.some(isModelNotFound)) refreshModelList();
       }
     } finally {
@@ -381,7 +388,7 @@
     loadModels();
   }
 
-  function showOutcomes(models, outcomes) {
+  function showOutcomes(models, outcomes, round) {
     let isBlank = false;
     let needsKey = false;
     const failures = [];
@@ -394,7 +401,7 @@
       if (outcome.status === "fulfilled") {
         showPrediction(card, outcome.value);
         const prediction = outcome.value.answer.predictions[0];
-        spoken.push(`${model.name} predicts ${prediction.label}, ${formatPercent(prediction.confidence, 0)}`);
+        spoken.push(`${model.name} predicts ${prediction.label}, ${confidenceText(prediction.confidence)}`);
         quick.push(`${model.name} ${prediction.label}`);
         return;
       }
@@ -419,7 +426,9 @@
     else if (isBlank) setStatus("No ink found yet: draw a digit, or use a picture with more contrast.", "hint");
     else setStatus("Live: predictions update as you draw.");
     quickResults.textContent = quick.join(" · ");
-    if (spoken.length > 0 && !state.isDrawing) announcer.textContent = spoken.join(". ") + ".";
+    // Once per lifted pen: not for a round that began mid-stroke, nor one a newer drawing follows.
+    const isAnnounced = round.isFinal && !state.isDrawing && !state.isPending;
+    if (spoken.length > 0 && isAnnounced) announcer.textContent = spoken.join(". ") + ".";
   }
 
   // ---------- drawing ----------

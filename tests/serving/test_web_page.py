@@ -504,3 +504,78 @@ def test_stalled_round_says_it_is_waiting_then_times_out(
         for model in PUBLISHED:
             expect(card(page, model)).to_have_attribute("data-state", "error")
             expect(card(page, model).locator(".model-error")).to_contain_text("No answer")
+
+
+# ---------- what a screen reader hears ----------
+
+RECORD_ANNOUNCEMENTS = """
+    window.announcements = [];
+    document.addEventListener("DOMContentLoaded", () => {
+        const announcer = document.getElementById("announcer");
+        new MutationObserver(() => window.announcements.push(announcer.textContent)).observe(
+            announcer, { childList: true, characterData: true, subtree: true });
+    });
+"""
+
+
+def prediction_answer(label: int, confidence: float) -> dict[str, Any]:
+    """A v1 predict answer for one image, ``confidence`` on ``label``, the rest spread."""
+    probabilities = [(1 - confidence) / 9] * 10
+    probabilities[label] = confidence
+    return {
+        "predictions": [{"label": label, "confidence": confidence, "probabilities": probabilities}]
+    }
+
+
+def test_cards_are_not_live_regions(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+
+    live_in_cards = page.locator(
+        ".model-card :is(output, [role=status], [role=alert], [role=log],"
+        " [aria-live]:not([aria-live=off]))"
+    )
+
+    expect(live_in_cards).to_have_count(0)
+
+
+def test_lifting_the_pen_is_announced_once(browser: Browser, published_url: str) -> None:
+    with opened_page(browser, "about:blank", "announced-once") as page:
+        page.add_init_script(RECORD_ANNOUNCEMENTS)
+        page.goto(published_url)
+        wait_for_cards(page, PUBLISHED)
+        held: list[Route] = []
+        is_holding = [True]
+        page.route(
+            PREDICT,
+            lambda route: held.append(route) if is_holding[0] else route.continue_(),
+        )
+        to_page = canvas_to_page(page)
+        points = stroke_points(DIGIT_STROKES["7"][0])
+
+        # A round starts while the pen is down and lands after it lifts.
+        page.mouse.move(*to_page(*points[0]))
+        page.mouse.down()
+        with page.expect_request(PREDICT):
+            page.mouse.move(*to_page(*points[1]))
+        for point in points[2:]:
+            page.mouse.move(*to_page(*point))
+        page.mouse.up()
+        is_holding[0] = False
+        for route in held:
+            route.continue_()
+        wait_until_settled(page)
+
+        announcements = page.evaluate("window.announcements")
+        spoken = [text for text in announcements if "predicts" in text]
+        assert len(spoken) == 1, announcements
+
+
+def test_announcement_and_card_give_the_same_confidence(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    page.route(PREDICT, lambda route: route.fulfill(json=prediction_answer(7, 0.99996)))
+
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+
+    expect(card(page, "mnist_cnn").locator(".prediction-confidence")).to_have_text("> 99.9 % sure")
+    expect(page.locator("#announcer")).to_contain_text("mnist_cnn predicts 7, > 99.9 % sure")
