@@ -127,8 +127,9 @@
 
   // ---------- status, announcements, API key ----------
 
+  // The status line is a polite live region: an unchanged text is not touched, so not repeated.
   function setStatus(text, kind = "info") {
-    statusLine.textContent = text;
+    if (statusLine.textContent !== text) statusLine.textContent = text;
     statusLine.dataset.kind = kind;
   }
 
@@ -419,6 +420,8 @@
             : `Cannot reach the server (${error.message})`;
         showCardError(card, message);
         failures.push(`${model.name}: ${message}`);
+        spoken.push(`${model.name}: error`); // the status line, also live, says which
+        quick.push(`${model.name}: error`);
       }
     });
     if (needsKey) askForKey();

@@ -579,3 +579,24 @@ def test_announcement_and_card_give_the_same_confidence(page: Page) -> None:
 
     expect(card(page, "mnist_cnn").locator(".prediction-confidence")).to_have_text("> 99.9 % sure")
     expect(page.locator("#announcer")).to_contain_text("mnist_cnn predicts 7, > 99.9 % sure")
+
+
+def test_failure_is_announced_and_in_the_phone_summary(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    page.route(
+        PREDICT,
+        lambda route: (
+            route.fulfill(status=500, json={"error": "internal error; see the server log"})
+            if model_of(route) == "mnist_mlp"
+            else route.continue_()
+        ),
+    )
+
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+
+    expect(page.locator("#status")).to_have_attribute("role", "status")
+    expect(page.locator("#status")).to_contain_text("internal error")
+    expect(page.locator("#announcer")).to_contain_text("mnist_mlp: error")
+    expect(page.locator("#announcer")).to_contain_text("mnist_cnn predicts 7")
+    expect(page.locator("#quick-results")).to_have_text("mnist_cnn 7 · mnist_mlp: error")
