@@ -486,7 +486,10 @@
     state.upload = null;
   }
 
+  // Only the primary pointer draws: a second finger (or a palm) would join its points to the
+  // first finger's with straight lines.
   canvas.addEventListener("pointerdown", (event) => {
+    if (!event.isPrimary) return;
     if (event.pointerType === "mouse" && event.button !== 0) return;
     event.preventDefault();
     canvas.setPointerCapture(event.pointerId);
@@ -499,7 +502,7 @@
   });
 
   canvas.addEventListener("pointermove", (event) => {
-    if (!state.isDrawing) return;
+    if (!state.isDrawing || !event.isPrimary) return;
     event.preventDefault();
     const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
     for (const each of events.length > 0 ? events : [event]) strokeTo(canvasPoint(each));
@@ -507,8 +510,8 @@
     requestPrediction();
   });
 
-  function endStroke() {
-    if (!state.isDrawing) return;
+  function endStroke(event) {
+    if (!state.isDrawing || !event.isPrimary) return;
     state.isDrawing = false;
     state.lastPoint = null;
     requestPrediction(true);

@@ -600,3 +600,46 @@ def test_failure_is_announced_and_in_the_phone_summary(page: Page) -> None:
     expect(page.locator("#announcer")).to_contain_text("mnist_mlp: error")
     expect(page.locator("#announcer")).to_contain_text("mnist_cnn predicts 7")
     expect(page.locator("#quick-results")).to_have_text("mnist_cnn 7 · mnist_mlp: error")
+
+
+# ---------- touch ----------
+
+
+def inked_columns(page: Page, first: int, last: int) -> int:
+    """How many canvas pixels in columns ``first``..``last`` differ from the paper."""
+    return page.evaluate(
+        """([first, last]) => {
+            const canvas = document.getElementById("canvas");
+            const pixels = canvas.getContext("2d").getImageData(
+                first, 0, last - first + 1, canvas.height).data;
+            const paper = canvas.getContext("2d").getImageData(0, 0, 1, 1).data[0];
+            let inked = 0;
+            for (let i = 0; i < pixels.length; i += 4) if (pixels[i] !== paper) inked += 1;
+            return inked;
+        }""",
+        [first, last],
+    )
+
+
+def test_two_fingers_draw_no_line_between_them(browser: Browser, published_url: str) -> None:
+    with opened_page(
+        browser, published_url, "two-fingers", viewport=PHONE, has_touch=True, is_mobile=True
+    ) as page:
+        wait_for_cards(page, PUBLISHED)
+        to_page = canvas_to_page(page)
+        session = page.context.new_cdp_session(page)
+
+        for step in range(13):  # two fingers down together, both dragged from top to bottom
+            y = 40 + step * 15
+            fingers = [
+                {"x": x, "y": page_y, "id": index}
+                for index, (x, page_y) in enumerate([to_page(60, y), to_page(220, y)])
+            ]
+            kind = "touchStart" if step == 0 else "touchMove"
+            session.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": fingers})
+        session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        session.detach()
+        wait_until_settled(page)
+
+        assert inked_columns(page, 40, 80) > 0, "the first finger drew nothing"
+        assert inked_columns(page, 100, 180) == 0, "a line was drawn between the fingers"
