@@ -570,14 +570,60 @@
 
   // ---------- image files ----------
 
+  // An <img> decodes whatever the browser can display, SVG included (createImageBitmap cannot).
+  function decodePicture(file) {
+    const url = URL.createObjectURL(file);
+    return new Promise((resolve, reject) => {
+      const picture = new Image();
+      picture.onload = () => resolve(picture);
+      picture.onerror = () => reject(new Error(`cannot decode ${file.name}`));
+      picture.src = url;
+    }).finally(() => URL.revokeObjectURL(url));
+  }
+
+  // The picture's background: its border pixel of median brightness (ink rarely reaches the edge).
+  function borderColour(image) {
+    const { width, height, data } = image;
+    const border = [];
+    const add = (x, y) => {
+      const i = (y * width + x) * 4;
+      border.push([data[i], data[i + 1], data[i + 2]]);
+    };
+    for (let x = 0; x < width; x += 1) {
+      add(x, 0);
+      add(x, height - 1);
+    }
+    for (let y = 1; y < height - 1; y += 1) {
+      add(0, y);
+      add(width - 1, y);
+    }
+    border.sort((a, b) => a[0] + a[1] + a[2] - (b[0] + b[1] + b[2]));
+    const [red, green, blue] = border[Math.floor(border.length / 2)];
+    return `rgb(${red} ${green} ${blue})`;
+  }
+
   async function showImage(file) {
-    const bitmap = await createImageBitmap(file);
-    paintPaper();
-    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
-    const width = bitmap.width * scale;
-    const height = bitmap.height * scale;
-    context.drawImage(bitmap, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
-    bitmap.close();
+    const picture = await decodePicture(file);
+    const pictureWidth = picture.naturalWidth || canvas.width; // an SVG may have no size
+    const pictureHeight = picture.naturalHeight || canvas.height;
+    const scale = Math.min(canvas.width / pictureWidth, canvas.height / pictureHeight);
+    const width = Math.max(1, Math.round(pictureWidth * scale));
+    const height = Math.max(1, Math.round(pictureHeight * scale));
+    const scaled = document.createElement("canvas");
+    scaled.width = width;
+    scaled.height = height;
+    const scaledContext = scaled.getContext("2d", { willReadFrequently: true });
+    scaledContext.fillStyle = paperColour(); // transparent parts show the paper
+    scaledContext.fillRect(0, 0, width, height);
+    scaledContext.drawImage(picture, 0, 0, width, height);
+    // Bands beside a non-square picture take its background colour, so the canvas has one
+    // background, and the ink switch's inversion inverts it all alike.
+    const background = borderColour(scaledContext.getImageData(0, 0, width, height));
+    context.globalCompositeOperation = "source-over";
+    context.fillStyle = background;
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    context.drawImage(scaled, Math.floor((canvas.width - width) / 2), Math.floor((canvas.height - height) / 2));
+    canvas.style.background = background;
   }
 
   async function useFile(file) {
