@@ -4,6 +4,7 @@
 
 (() => {
   const PREDICT_INTERVAL_MS = 150; // at most one round of requests this often while drawing
+  const MAX_RETRY_AFTER_S = 30; // a refused last round waits for Retry-After, up to this
   const REQUEST_TIMEOUT_MS = 10_000; // a request with no answer by then is given up
   const SLOW_ROUND_MS = 1_500; // a round out this long shows "Waiting for the server…"
   // A failed model list is asked for again after 1, 2, 4 ... s, then every 30 s.
@@ -39,7 +40,9 @@
     lastPoint: null,
     timer: null,
     isReadingFile: false,
-    round: null, // the round of requests in flight: {controller, generation, isFinal}
+    round: null, // the round of requests in flight: {controller, generation, drawing, isFinal}
+    retry: null, // a refused last round, sent again after Retry-After: {timer}
+    retriedDrawing: -1, // the drawing a refusal was already retried for (once is enough)
     isPending: false,
     generation: 0, // bumped by Clear so late answers for an old drawing are dropped
   };
@@ -52,10 +55,20 @@
   }
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, retryAfterS = null) {
       super(message);
       this.status = status;
+      this.retryAfterS = retryAfterS; // 429/503: when the server asks to be tried again
     }
+
+    get isRefusal() {
+      return (this.status === 429 || this.status === 503) && this.retryAfterS !== null;
+    }
+  }
+
+  function retryAfterSeconds(response) {
+    const seconds = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+    return Number.isFinite(seconds) && seconds >= 0 ? seconds : null;
   }
 
   async function readError(response) {
@@ -86,7 +99,9 @@
         headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
         signal: controller.signal,
       });
-      if (!response.ok) throw new ApiError(response.status, await readError(response));
+      if (!response.ok) {
+        throw new ApiError(response.status, await readError(response), retryAfterSeconds(response));
+      }
       return { body: await response.json(), response };
     } catch (error) {
       throw controller.signal.aborted ? controller.signal.reason : error;
@@ -134,7 +149,12 @@
   }
 
   function setBusy() {
-    const isBusy = state.isReadingFile || state.timer !== null || state.round !== null || state.isPending;
+    const isBusy =
+      state.isReadingFile ||
+      state.timer !== null ||
+      state.round !== null ||
+      state.isPending ||
+      state.retry !== null;
     resultsBox.setAttribute("aria-busy", String(isBusy));
   }
 
@@ -195,6 +215,7 @@
       latency: root.querySelector(".prediction-latency"),
       error: root.querySelector(".model-error"),
       bars: fills,
+      summary: null, // {quick, spoken}: this card's answer in the phone summary and announcement
     };
   }
 
@@ -210,6 +231,7 @@
   }
 
   function resetCard(card, message = "Draw to predict") {
+    card.summary = null;
     delete card.root.dataset.label;
     card.root.dataset.state = "idle";
     card.label.textContent = "–";
@@ -230,6 +252,11 @@
     card.root.dataset.label = String(prediction.label);
     card.label.textContent = String(prediction.label);
     card.confidence.textContent = confidenceText(prediction.confidence);
+    const name = card.root.dataset.model;
+    card.summary = {
+      quick: `${name} ${prediction.label}`,
+      spoken: `${name} predicts ${prediction.label}, ${confidenceText(prediction.confidence)}`,
+    };
     const roundTrip = document.createElement("span");
     roundTrip.className = "latency-round-trip";
     roundTrip.textContent = `${Math.round(result.roundTripMs)} ms round trip`;
@@ -245,6 +272,8 @@
   }
 
   function showCardError(card, message) {
+    const name = card.root.dataset.model;
+    card.summary = { quick: `${name}: error`, spoken: `${name}: error` }; // the status line says why
     card.root.dataset.state = "error";
     card.label.textContent = "!";
     card.confidence.textContent = "No prediction";
@@ -313,6 +342,7 @@
   }
 
   function requestPrediction(isImmediate = false) {
+    cancelRetry(); // a newer drawing goes anyway
     if (isImmediate) {
       clearTimeout(state.timer);
       state.timer = null;
@@ -326,7 +356,8 @@
     setBusy();
   }
 
-  async function runPredictions() {
+  // `onlyModels`: a retry asks again only the models that refused.
+  async function runPredictions(onlyModels = null) {
     if (state.round !== null) {
       state.isPending = true; // one more round when this one lands, with the newest drawing
       setBusy();
@@ -342,6 +373,7 @@
     const round = {
       controller: new AbortController(),
       generation: state.generation,
+      drawing: state.drawing,
       isFinal: !state.isDrawing, // started after the pen lifted: its answer is announced
     };
     state.round = round;
@@ -350,12 +382,13 @@
     try {
       const body = state.upload || (await canvasPng());
       const contentType = state.upload ? state.upload.type : "image/png";
-      const models = state.models;
+      const models = onlyModels ?? state.models;
       const outcomes = await Promise.allSettled(
         models.map((model) => predict(model, body, contentType, round.controller.signal)),
       );
       if (state.round === round && round.generation === state.generation) {
         showOutcomes(models, outcomes, round);
+        retryRefusals(models, outcomes, round);
         if (outcomes.some(isModelNotFound)) refreshModelList();
       }
     } finally {
@@ -369,6 +402,30 @@
       }
       setBusy();
     }
+  }
+
+  // A last round some models refused (429/503 with Retry-After) would leave the finished
+  // drawing without their answer: ask those models once more when the server says.
+  function retryRefusals(models, outcomes, round) {
+    const refusals = outcomes.map((outcome) => outcome.reason).filter((error) => error?.isRefusal);
+    const isLastRound = round.isFinal && !state.isDrawing && !state.isPending && state.timer === null;
+    if (refusals.length === 0 || !isLastRound || state.retriedDrawing === round.drawing) return;
+    state.retriedDrawing = round.drawing;
+    const refused = models.filter((_, index) => outcomes[index].reason?.isRefusal);
+    const seconds = Math.min(Math.max(...refusals.map((error) => error.retryAfterS)), MAX_RETRY_AFTER_S);
+    setStatus(`${statusLine.textContent} Trying again in ${seconds} s.`, "error");
+    state.retry = {
+      timer: setTimeout(() => {
+        state.retry = null;
+        runPredictions(refused);
+      }, seconds * 1000),
+    };
+  }
+
+  function cancelRetry() {
+    if (state.retry === null) return;
+    clearTimeout(state.retry.timer);
+    state.retry = null;
   }
 
   // Clear: the round in flight is for a drawing that is gone; stop waiting for it.
@@ -393,17 +450,12 @@
     let isBlank = false;
     let needsKey = false;
     const failures = [];
-    const spoken = [];
-    const quick = [];
     outcomes.forEach((outcome, index) => {
       const model = models[index];
       const card = state.cards.get(model.name);
       if (card === undefined) return; // the model list changed while this round was out
       if (outcome.status === "fulfilled") {
         showPrediction(card, outcome.value);
-        const prediction = outcome.value.answer.predictions[0];
-        spoken.push(`${model.name} predicts ${prediction.label}, ${confidenceText(prediction.confidence)}`);
-        quick.push(`${model.name} ${prediction.label}`);
         return;
       }
       const error = outcome.reason;
@@ -420,18 +472,20 @@
             : `Cannot reach the server (${error.message})`;
         showCardError(card, message);
         failures.push(`${model.name}: ${message}`);
-        spoken.push(`${model.name}: error`); // the status line, also live, says which
-        quick.push(`${model.name}: error`);
       }
     });
     if (needsKey) askForKey();
     else if (failures.length > 0) setStatus(failures.join(" · "), "error");
     else if (isBlank) setStatus("No ink found yet: draw a digit, or use a picture with more contrast.", "hint");
     else setStatus("Live: predictions update as you draw.");
-    quickResults.textContent = quick.join(" · ");
+    // Every card's answer, also those a retry of only some models left as they were.
+    const summaries = [...state.cards.values()].map((card) => card.summary).filter(Boolean);
+    quickResults.textContent = summaries.map((summary) => summary.quick).join(" · ");
     // Once per lifted pen: not for a round that began mid-stroke, nor one a newer drawing follows.
     const isAnnounced = round.isFinal && !state.isDrawing && !state.isPending;
-    if (spoken.length > 0 && isAnnounced) announcer.textContent = spoken.join(". ") + ".";
+    if (summaries.length > 0 && isAnnounced) {
+      announcer.textContent = summaries.map((summary) => summary.spoken).join(". ") + ".";
+    }
   }
 
   // ---------- drawing ----------
@@ -528,6 +582,7 @@
     state.timer = null;
     state.isPending = false;
     abandonRound();
+    cancelRetry();
     state.hasInk = false;
     state.upload = null;
     state.isDrawing = false;

@@ -715,3 +715,63 @@ def test_two_fingers_draw_no_line_between_them(browser: Browser, published_url: 
 
         assert inked_columns(page, 40, 80) > 0, "the first finger drew nothing"
         assert inked_columns(page, 100, 180) == 0, "a line was drawn between the fingers"
+
+
+# ---------- refusals ----------
+
+
+def refuse_mnist_mlp(page: Page, refusals: int) -> list[str]:
+    """Answer mnist_mlp's first ``refusals`` predicts 429 with Retry-After: 1; the rest go
+    through. Returns the models of the predicts sent, as they are sent."""
+    sent: list[str] = []
+
+    def route_predict(route: Route) -> None:
+        model = model_of(route)
+        sent.append(model)
+        if model == "mnist_mlp" and sent.count(model) <= refusals:
+            route.fulfill(
+                status=429, json={"error": "too many requests"}, headers={"Retry-After": "1"}
+            )
+        else:
+            route.continue_()
+
+    page.route(PREDICT, route_predict)
+    return sent
+
+
+def choose_seven(page: Page) -> None:
+    """One round of predicts, for a picture of a 7 (a drawing sends several)."""
+    page.locator("#file-input").set_input_files(
+        files=[
+            {
+                "name": "7.png",
+                "mimeType": "image/png",
+                "buffer": digit_png("7", background=0, ink=255),
+            }
+        ]
+    )
+
+
+def test_refused_last_round_is_retried_after_retry_after(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    sent = refuse_mnist_mlp(page, refusals=1)
+
+    choose_seven(page)
+
+    expect(card(page, "mnist_mlp")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    wait_until_settled(page)
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+    assert sent.count("mnist_mlp") == 2
+    assert sent.count("mnist_cnn") == 1, "the model that answered was asked again"
+
+
+def test_refusal_is_retried_only_once_per_drawing(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    sent = refuse_mnist_mlp(page, refusals=1_000)
+
+    choose_seven(page)
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "true")
+    wait_until_settled(page)
+
+    expect(card(page, "mnist_mlp")).to_have_attribute("data-state", "error")
+    assert sent.count("mnist_mlp") == 2
