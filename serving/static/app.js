@@ -24,6 +24,8 @@
   const keyPanel = document.getElementById("key-panel");
   const keyForm = document.getElementById("key-form");
   const keyInput = document.getElementById("key-input");
+  const keyMessage = document.getElementById("key-message");
+  const keyPrompt = keyMessage.cloneNode(true); // the first prompt, markup and all
   const cardTemplate = document.getElementById("model-card");
 
   const state = {
@@ -55,9 +57,10 @@
   }
 
   class ApiError extends Error {
-    constructor(status, message, retryAfterS = null) {
+    constructor(status, message, retryAfterS = null, sentKey = null) {
       super(message);
       this.status = status;
+      this.sentKey = sentKey; // the API key the refused request carried, if any
       this.retryAfterS = retryAfterS; // 429/503: when the server asks to be tried again
     }
 
@@ -86,6 +89,7 @@
 
   // Given up after REQUEST_TIMEOUT_MS, or when `signal` aborts (Clear abandons a round).
   async function fetchJson(url, options = {}, signal = null) {
+    const sentKey = sessionStorage.getItem(KEY_STORAGE);
     const controller = new AbortController();
     const timer = setTimeout(
       () => controller.abort(new NoAnswer(`No answer from the server in ${REQUEST_TIMEOUT_MS / 1000} s`)),
@@ -100,7 +104,8 @@
         signal: controller.signal,
       });
       if (!response.ok) {
-        throw new ApiError(response.status, await readError(response), retryAfterSeconds(response));
+        const message = await readError(response);
+        throw new ApiError(response.status, message, retryAfterSeconds(response), sentKey);
       }
       return { body: await response.json(), response };
     } catch (error) {
@@ -158,11 +163,25 @@
     resultsBox.setAttribute("aria-busy", String(isBusy));
   }
 
-  function askForKey(message) {
+  function askForKey(message = null, status = "An API key is needed to call the models.") {
     keyPanel.hidden = false;
-    if (message) document.getElementById("key-message").textContent = message;
-    setStatus("An API key is needed to call the models.", "error");
+    if (message === null) keyMessage.replaceChildren(...keyPrompt.cloneNode(true).childNodes);
+    else keyMessage.textContent = message;
+    setStatus(status, "error");
     if (document.activeElement !== keyInput) keyInput.focus();
+  }
+
+  // A 401: ask for a key; one that was sent and refused is said so and forgotten.
+  function onUnauthorized(error) {
+    const storedKey = sessionStorage.getItem(KEY_STORAGE);
+    if (error.sentKey === null) return askForKey();
+    if (error.sentKey !== storedKey) return; // answered before the key changed; the new one goes next
+    sessionStorage.removeItem(KEY_STORAGE);
+    askForKey(
+      "That key was refused (401 Unauthorized). Enter the key the server was started with; it is " +
+        "sent as Authorization: Bearer … and kept only for this browser tab.",
+      "That API key was refused.",
+    );
   }
 
   keyForm.addEventListener("submit", (event) => {
@@ -324,7 +343,7 @@
     try {
       ({ body } = await fetchJson("/v1/models"));
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) askForKey();
+      if (error instanceof ApiError && error.status === 401) onUnauthorized(error);
       else retryModelListLater(error);
       return;
     }
@@ -448,7 +467,7 @@
 
   function showOutcomes(models, outcomes, round) {
     let isBlank = false;
-    let needsKey = false;
+    let unauthorized = null;
     const failures = [];
     outcomes.forEach((outcome, index) => {
       const model = models[index];
@@ -460,7 +479,7 @@
       }
       const error = outcome.reason;
       if (error instanceof ApiError && error.status === 401) {
-        needsKey = true;
+        unauthorized = error;
         resetCard(card, "API key needed");
       } else if (error instanceof ApiError && error.status === 400 && BLANK_IMAGE.test(error.message)) {
         isBlank = true;
@@ -474,7 +493,7 @@
         failures.push(`${model.name}: ${message}`);
       }
     });
-    if (needsKey) askForKey();
+    if (unauthorized !== null) onUnauthorized(unauthorized);
     else if (failures.length > 0) setStatus(failures.join(" · "), "error");
     else if (isBlank) setStatus("No ink found yet: draw a digit, or use a picture with more contrast.", "hint");
     else setStatus("Live: predictions update as you draw.");

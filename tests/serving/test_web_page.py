@@ -775,3 +775,19 @@ def test_refusal_is_retried_only_once_per_drawing(page: Page) -> None:
 
     expect(card(page, "mnist_mlp")).to_have_attribute("data-state", "error")
     assert sent.count("mnist_mlp") == 2
+
+
+def test_refused_api_key_is_said_so_and_forgotten(browser: Browser, keyed_url: str) -> None:
+    with opened_page(browser, keyed_url, "api-key-refused") as keyed_page:
+        expect(keyed_page.locator("#key-panel")).to_be_visible()
+
+        keyed_page.get_by_role("textbox", name="API key").fill("open-sesame")
+        keyed_page.get_by_role("button", name="Use key").click()
+
+        expect(keyed_page.locator("#key-message")).to_contain_text("That key was refused")
+        expect(keyed_page.locator("#key-panel")).to_be_visible()
+        assert keyed_page.evaluate("sessionStorage.length") == 0
+        keyed_page.get_by_role("textbox", name="API key").fill("sesame")
+        keyed_page.get_by_role("button", name="Use key").click()
+        wait_for_cards(keyed_page, ("tiny",))
+        expect(keyed_page.locator("#key-panel")).to_be_hidden()
