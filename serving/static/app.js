@@ -294,11 +294,13 @@
     const name = card.root.dataset.model;
     card.summary = { quick: `${name}: error`, spoken: `${name}: error` }; // the status line says why
     card.root.dataset.state = "error";
+    delete card.root.dataset.label;
     card.label.textContent = "!";
     card.confidence.textContent = "No prediction";
     card.latency.textContent = "";
     card.error.textContent = message;
     card.error.hidden = false;
+    showProbabilities(card, new Array(10).fill(0)); // the last answer's bars are not this one's
   }
 
   function showModels(models) {

@@ -791,3 +791,26 @@ def test_refused_api_key_is_said_so_and_forgotten(browser: Browser, keyed_url: s
         keyed_page.get_by_role("button", name="Use key").click()
         wait_for_cards(keyed_page, ("tiny",))
         expect(keyed_page.locator("#key-panel")).to_be_hidden()
+
+
+def test_error_card_drops_the_previous_answers_bars(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+    page.route(
+        PREDICT,
+        lambda route: (
+            route.fulfill(status=500, json={"error": "internal error; see the server log"})
+            if model_of(route) == "mnist_mlp"
+            else route.continue_()
+        ),
+    )
+
+    draw(page, DIGIT_STROKES["1"])
+    wait_until_settled(page)
+
+    failed = card(page, "mnist_mlp")
+    expect(failed).to_have_attribute("data-state", "error")
+    expect(failed.locator('.bar[data-top="true"]')).to_have_count(0)
+    heights = failed.locator(".bar-fill").evaluate_all("fills => fills.map(f => f.style.height)")
+    assert [float(height.removesuffix("%")) for height in heights] == [0.0] * 10
