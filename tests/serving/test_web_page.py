@@ -814,3 +814,51 @@ def test_error_card_drops_the_previous_answers_bars(page: Page) -> None:
     expect(failed.locator('.bar[data-top="true"]')).to_have_count(0)
     heights = failed.locator(".bar-fill").evaluate_all("fills => fills.map(f => f.style.height)")
     assert [float(height.removesuffix("%")) for height in heights] == [0.0] * 10
+
+
+# ---------- contrast ----------
+
+
+def relative_luminance(css_colour: str) -> float:
+    """WCAG 2 relative luminance of an opaque ``rgb(r, g, b)`` computed colour."""
+    red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css_colour)[:3])
+
+    def linear(channel: float) -> float:
+        return channel / 12.92 if channel <= 0.03928 else ((channel + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def contrast(first: str, second: str) -> float:
+    lighter, darker = sorted([relative_luminance(first), relative_luminance(second)], reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_focus_ring_bars_and_canvas_border_have_3_to_1_contrast(
+    browser: Browser, published_url: str, scheme: str
+) -> None:
+    with opened_page(browser, published_url, f"contrast-{scheme}", color_scheme=scheme) as page:
+        wait_for_cards(page, PUBLISHED)
+        draw(page, DIGIT_STROKES["7"])
+        wait_until_settled(page)
+        for _ in range(20):
+            if page.evaluate("document.activeElement.id") == "clear":
+                break
+            page.keyboard.press("Tab")
+
+        colours = page.evaluate(
+            """() => {
+                const style = (selector) => getComputedStyle(document.querySelector(selector));
+                return {
+                    panel: style(".draw-panel").backgroundColor,
+                    focus: getComputedStyle(document.activeElement).outlineColor,
+                    bar: style('.bar:not([data-top="true"]) .bar-fill').backgroundColor,
+                    canvasBorder: style("#canvas").borderTopColor,
+                };
+            }"""
+        )
+
+        for part in ("focus", "bar", "canvasBorder"):
+            ratio = contrast(colours[part], colours["panel"])
+            assert ratio >= 3.0, f"{part} {colours[part]} on {colours['panel']}: {ratio:.2f}:1"
