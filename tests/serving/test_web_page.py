@@ -862,3 +862,34 @@ def test_focus_ring_bars_and_canvas_border_have_3_to_1_contrast(
         for part in ("focus", "bar", "canvasBorder"):
             ratio = contrast(colours[part], colours["panel"])
             assert ratio >= 3.0, f"{part} {colours[part]} on {colours['panel']}: {ratio:.2f}:1"
+
+
+def test_long_model_name_does_not_make_the_phone_page_scroll_sideways(
+    browser: Browser, published_url: str
+) -> None:
+    long_name = "mnist_cnn_distilled_quantized_int8_2026_11_30_experiment_0042"
+    with opened_page(
+        browser, "about:blank", "phone-long-name", viewport=PHONE, has_touch=True, is_mobile=True
+    ) as page:
+
+        def renamed(route: Route) -> None:
+            body = json_route_body(route)
+            body["models"][0]["name"] = long_name
+            route.fulfill(json=body)
+
+        page.route(MODEL_LIST, renamed)
+        page.route(
+            f"**/v1/models/{long_name}/predict",
+            lambda route: route.fulfill(json=prediction_answer(1, 0.9)),
+        )
+        page.goto(published_url)
+        wait_for_cards(page, (long_name,))
+
+        touch_draw(page, DIGIT_STROKES["1"])
+        wait_until_settled(page)
+
+        expect(page.locator("#quick-results")).to_contain_text(long_name)
+        widths = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], f"horizontal scroll: content {widths[0]} px > {widths[1]} px"
