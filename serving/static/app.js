@@ -31,6 +31,7 @@
   const state = {
     models: [], // [{name, version, accuracy, provider, isReady}]
     hasModelList: false, // the server answered GET /v1/models at least once
+    isLoadingModels: false,
     modelListRetry: { timer: null, delayMs: MODEL_LIST_RETRY_MS.first, dueAt: 0 },
     refreshedForDrawing: -1, // the drawing a 404 already refreshed the model list for
     drawing: 0, // bumped whenever what the canvas shows changes
@@ -51,8 +52,7 @@
 
   // ---------- API ----------
 
-  function authHeaders() {
-    const key = sessionStorage.getItem(KEY_STORAGE);
+  function authHeaders(key) {
     return key ? { Authorization: `Bearer ${key}` } : {};
   }
 
@@ -100,7 +100,7 @@
     try {
       const response = await fetch(url, {
         ...options,
-        headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
+        headers: { Accept: "application/json", ...authHeaders(sentKey), ...(options.headers || {}) },
         signal: controller.signal,
       });
       if (!response.ok) {
@@ -154,7 +154,10 @@
   }
 
   function setBusy() {
+    const isWaitingForModels =
+      state.hasInk && !state.hasModelList && (state.isLoadingModels || state.modelListRetry.timer !== null);
     const isBusy =
+      isWaitingForModels ||
       state.isReadingFile ||
       state.timer !== null ||
       state.round !== null ||
@@ -191,9 +194,7 @@
     sessionStorage.setItem(KEY_STORAGE, key);
     keyInput.value = "";
     keyPanel.hidden = true;
-    loadModels().then(() => {
-      if (state.hasInk) requestPrediction(true);
-    });
+    loadModels(); // then the drawing, if there is one
   });
 
   // ---------- model cards ----------
@@ -341,6 +342,7 @@
     clearTimeout(retry.timer);
     retry.timer = null;
     if (!state.hasModelList) setStatus("Loading models…");
+    state.isLoadingModels = true;
     let body;
     try {
       ({ body } = await fetchJson("/v1/models"));
@@ -348,6 +350,9 @@
       if (error instanceof ApiError && error.status === 401) onUnauthorized(error);
       else retryModelListLater(error);
       return;
+    } finally {
+      state.isLoadingModels = false;
+      setBusy();
     }
     retry.delayMs = MODEL_LIST_RETRY_MS.first;
     showModels(describeModels(body));

@@ -478,13 +478,11 @@ def test_model_list_that_failed_at_load_is_retried_and_then_predicts(
 
         draw(page, DIGIT_STROKES["7"])
         expect(page.locator("#status")).to_contain_text("trying again", timeout=TIMEOUT_MS)
+        expect(page.locator("#results")).to_have_attribute("aria-busy", "true")
         is_down[0] = False
+        wait_until_settled(page)
 
-        wait_for_cards(page, PUBLISHED)
-        for model in PUBLISHED:
-            expect(card(page, model).locator(".prediction-label")).to_have_text(
-                "7", timeout=TIMEOUT_MS
-            )
+        assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
 
 
 def test_model_not_found_refreshes_the_model_list(page: Page) -> None:
