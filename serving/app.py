@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from serving.api import health, v1, v2
 from serving.api.common import (
@@ -71,6 +73,22 @@ class Server:
     @property
     def is_ready(self) -> bool:
         return not self.is_draining and self.repository.is_ready
+
+
+class PageFiles(StaticFiles):
+    """The try-it page's files, revalidated on every load (ETag, Last-Modified): after an
+    upgrade a browser never pairs a cached old app.js with the new index.html."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def create_app(settings: Settings | None = None) -> ServingApp:
@@ -174,11 +192,13 @@ def _add_operational_routes(app: FastAPI, server: Server) -> None:
         body, content_type = render_metrics(server.metrics)
         return Response(body, media_type=content_type)
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+    page_files = PageFiles(directory=STATIC_DIR)
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    @app.get("/", include_in_schema=False)
+    async def index(request: Request) -> Response:
+        return await page_files.get_response("index.html", request.scope)  # 304 if unchanged
+
+    app.mount("/static", page_files, name="static")
 
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -> None:

@@ -4,6 +4,11 @@
 
 (() => {
   const PREDICT_INTERVAL_MS = 150; // at most one round of requests this often while drawing
+  const MAX_RETRY_AFTER_S = 30; // a refused last round waits for Retry-After, up to this
+  const REQUEST_TIMEOUT_MS = 10_000; // a request with no answer by then is given up
+  const SLOW_ROUND_MS = 1_500; // a round out this long shows "Waiting for the server…"
+  // A failed model list is asked for again after 1, 2, 4 ... s, then every 30 s.
+  const MODEL_LIST_RETRY_MS = { first: 1_000, max: 30_000 };
   const KEY_STORAGE = "mnist-serve.api-key";
   // Formats the server decodes (serving/codecs/images.py); others the browser reads go as PNG.
   const SENDABLE_TYPES = new Set(["image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp"]);
@@ -19,10 +24,17 @@
   const keyPanel = document.getElementById("key-panel");
   const keyForm = document.getElementById("key-form");
   const keyInput = document.getElementById("key-input");
+  const keyMessage = document.getElementById("key-message");
+  const keyPrompt = keyMessage.cloneNode(true); // the first prompt, markup and all
   const cardTemplate = document.getElementById("model-card");
 
   const state = {
     models: [], // [{name, version, accuracy, provider, isReady}]
+    hasModelList: false, // the server answered GET /v1/models at least once
+    isLoadingModels: false,
+    modelListRetry: { timer: null, delayMs: MODEL_LIST_RETRY_MS.first, dueAt: 0 },
+    refreshedForDrawing: -1, // the drawing a 404 already refreshed the model list for
+    drawing: 0, // bumped whenever what the canvas shows changes
     cards: new Map(), // model name -> card elements
     ink: "light", // "light" = white ink on black, "dark" = black ink on white
     hasInk: false,
@@ -31,23 +43,35 @@
     lastPoint: null,
     timer: null,
     isReadingFile: false,
-    inFlight: false,
+    round: null, // the round of requests in flight: {controller, generation, drawing, isFinal}
+    retry: null, // a refused last round, sent again after Retry-After: {timer}
+    retriedDrawing: -1, // the drawing a refusal was already retried for (once is enough)
     isPending: false,
     generation: 0, // bumped by Clear so late answers for an old drawing are dropped
   };
 
   // ---------- API ----------
 
-  function authHeaders() {
-    const key = sessionStorage.getItem(KEY_STORAGE);
+  function authHeaders(key) {
     return key ? { Authorization: `Bearer ${key}` } : {};
   }
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, retryAfterS = null, sentKey = null) {
       super(message);
       this.status = status;
+      this.sentKey = sentKey; // the API key the refused request carried, if any
+      this.retryAfterS = retryAfterS; // 429/503: when the server asks to be tried again
     }
+
+    get isRefusal() {
+      return (this.status === 429 || this.status === 503) && this.retryAfterS !== null;
+    }
+  }
+
+  function retryAfterSeconds(response) {
+    const seconds = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+    return Number.isFinite(seconds) && seconds >= 0 ? seconds : null;
   }
 
   async function readError(response) {
@@ -61,13 +85,35 @@
     return `${response.status} ${response.statusText}`.trim();
   }
 
-  async function fetchJson(url, options = {}) {
-    const response = await fetch(url, {
-      ...options,
-      headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
-    });
-    if (!response.ok) throw new ApiError(response.status, await readError(response));
-    return { body: await response.json(), response };
+  class NoAnswer extends Error {}
+
+  // Given up after REQUEST_TIMEOUT_MS, or when `signal` aborts (Clear abandons a round).
+  async function fetchJson(url, options = {}, signal = null) {
+    const sentKey = sessionStorage.getItem(KEY_STORAGE);
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new NoAnswer(`No answer from the server in ${REQUEST_TIMEOUT_MS / 1000} s`)),
+      REQUEST_TIMEOUT_MS,
+    );
+    const abandon = () => controller.abort(signal.reason);
+    signal?.addEventListener("abort", abandon);
+    try {
+      const response = await fetch(url, {
+        ...options,
+        headers: { Accept: "application/json", ...authHeaders(sentKey), ...(options.headers || {}) },
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        const message = await readError(response);
+        throw new ApiError(response.status, message, retryAfterSeconds(response), sentKey);
+      }
+      return { body: await response.json(), response };
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : error;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", abandon);
+    }
   }
 
   // GET /v1/models -> {"models": [{name, versions, latest, accuracy, provider, ready, ...}]}
@@ -88,11 +134,12 @@
     return match ? Number(match[1]) : null;
   }
 
-  async function predict(model, body, contentType) {
+  async function predict(model, body, contentType, signal) {
     const started = performance.now();
     const { body: answer, response } = await fetchJson(
       `/v1/models/${encodeURIComponent(model.name)}/predict`,
       { method: "POST", headers: { "Content-Type": contentType }, body },
+      signal,
     );
     const roundTripMs = performance.now() - started;
     return { answer, roundTripMs, serverMs: serverMilliseconds(response) };
@@ -100,21 +147,44 @@
 
   // ---------- status, announcements, API key ----------
 
+  // The status line is a polite live region: an unchanged text is not touched, so not repeated.
   function setStatus(text, kind = "info") {
-    statusLine.textContent = text;
+    if (statusLine.textContent !== text) statusLine.textContent = text;
     statusLine.dataset.kind = kind;
   }
 
   function setBusy() {
-    const isBusy = state.isReadingFile || state.timer !== null || state.inFlight || state.isPending;
+    const isWaitingForModels =
+      state.hasInk && !state.hasModelList && (state.isLoadingModels || state.modelListRetry.timer !== null);
+    const isBusy =
+      isWaitingForModels ||
+      state.isReadingFile ||
+      state.timer !== null ||
+      state.round !== null ||
+      state.isPending ||
+      state.retry !== null;
     resultsBox.setAttribute("aria-busy", String(isBusy));
   }
 
-  function askForKey(message) {
+  function askForKey(message = null, status = "An API key is needed to call the models.") {
     keyPanel.hidden = false;
-    if (message) document.getElementById("key-message").textContent = message;
-    setStatus("An API key is needed to call the models.", "error");
+    if (message === null) keyMessage.replaceChildren(...keyPrompt.cloneNode(true).childNodes);
+    else keyMessage.textContent = message;
+    setStatus(status, "error");
     if (document.activeElement !== keyInput) keyInput.focus();
+  }
+
+  // A 401: ask for a key; one that was sent and refused is said so and forgotten.
+  function onUnauthorized(error) {
+    const storedKey = sessionStorage.getItem(KEY_STORAGE);
+    if (error.sentKey === null) return askForKey();
+    if (error.sentKey !== storedKey) return; // answered before the key changed; the new one goes next
+    sessionStorage.removeItem(KEY_STORAGE);
+    askForKey(
+      "That key was refused (401 Unauthorized). Enter the key the server was started with; it is " +
+        "sent as Authorization: Bearer … and kept only for this browser tab.",
+      "That API key was refused.",
+    );
   }
 
   keyForm.addEventListener("submit", (event) => {
@@ -124,9 +194,7 @@
     sessionStorage.setItem(KEY_STORAGE, key);
     keyInput.value = "";
     keyPanel.hidden = true;
-    loadModels().then(() => {
-      if (state.hasInk) requestPrediction(true);
-    });
+    loadModels(); // then the drawing, if there is one
   });
 
   // ---------- model cards ----------
@@ -167,6 +235,7 @@
       latency: root.querySelector(".prediction-latency"),
       error: root.querySelector(".model-error"),
       bars: fills,
+      summary: null, // {quick, spoken}: this card's answer in the phone summary and announcement
     };
   }
 
@@ -182,6 +251,7 @@
   }
 
   function resetCard(card, message = "Draw to predict") {
+    card.summary = null;
     delete card.root.dataset.label;
     card.root.dataset.state = "idle";
     card.label.textContent = "–";
@@ -191,14 +261,22 @@
     showProbabilities(card, new Array(10).fill(0));
   }
 
+  function confidenceText(confidence) {
+    // 0.9996 would round to "100.0 %": no model is that sure.
+    return `${confidence >= 0.9995 ? "> 99.9 %" : formatPercent(confidence)} sure`;
+  }
+
   function showPrediction(card, result) {
     const prediction = result.answer.predictions[0];
     card.root.dataset.state = "done";
     card.root.dataset.label = String(prediction.label);
     card.label.textContent = String(prediction.label);
-    // 0.9996 would round to "100.0 %": no model is that sure.
-    const sure = prediction.confidence >= 0.9995 ? "> 99.9 %" : formatPercent(prediction.confidence);
-    card.confidence.textContent = `${sure} sure`;
+    card.confidence.textContent = confidenceText(prediction.confidence);
+    const name = card.root.dataset.model;
+    card.summary = {
+      quick: `${name} ${prediction.label}`,
+      spoken: `${name} predicts ${prediction.label}, ${confidenceText(prediction.confidence)}`,
+    };
     const roundTrip = document.createElement("span");
     roundTrip.className = "latency-round-trip";
     roundTrip.textContent = `${Math.round(result.roundTripMs)} ms round trip`;
@@ -214,33 +292,71 @@
   }
 
   function showCardError(card, message) {
+    const name = card.root.dataset.model;
+    card.summary = { quick: `${name}: error`, spoken: `${name}: error` }; // the status line says why
     card.root.dataset.state = "error";
+    delete card.root.dataset.label;
     card.label.textContent = "!";
     card.confidence.textContent = "No prediction";
     card.latency.textContent = "";
     card.error.textContent = message;
     card.error.hidden = false;
+    showProbabilities(card, new Array(10).fill(0)); // the last answer's bars are not this one's
   }
 
-  async function loadModels() {
-    setStatus("Loading models…");
-    try {
-      const { body } = await fetchJson("/v1/models");
-      state.models = describeModels(body);
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 401) askForKey();
-      else setStatus(`Could not list the models: ${error.message}`, "error");
-      return;
-    }
+  function showModels(models) {
+    state.models = models;
+    state.hasModelList = true;
     resultsBox.replaceChildren();
     state.cards.clear();
-    for (const model of state.models) {
+    for (const model of models) {
       const card = buildCard(model);
       resetCard(card, model.isReady ? "Draw to predict" : "Not ready yet");
       state.cards.set(model.name, card);
     }
-    if (state.models.length === 0) setStatus("This server has no models loaded.", "error");
-    else setStatus(`${state.models.length} model${state.models.length === 1 ? "" : "s"} ready. Draw a digit.`);
+    const readyCount = models.filter((model) => model.isReady).length;
+    const counted = readyCount === models.length ? `${readyCount}` : `${readyCount} of ${models.length}`;
+    if (models.length === 0) setStatus("This server has no models loaded.", "error");
+    else setStatus(`${counted} model${models.length === 1 ? "" : "s"} ready. Draw a digit.`);
+  }
+
+  function retryModelListLater(error) {
+    const retry = state.modelListRetry;
+    clearTimeout(retry.timer);
+    retry.dueAt = performance.now() + retry.delayMs;
+    retry.timer = setTimeout(() => {
+      retry.timer = null;
+      loadModels();
+    }, retry.delayMs);
+    retry.delayMs = Math.min(retry.delayMs * 2, MODEL_LIST_RETRY_MS.max);
+    setStatus(`Could not list the models (${error.message}); ${modelListRetryText()}.`, "error");
+  }
+
+  function modelListRetryText() {
+    const seconds = Math.max(1, Math.ceil((state.modelListRetry.dueAt - performance.now()) / 1000));
+    return `trying again in ${seconds} s`;
+  }
+
+  async function loadModels() {
+    const retry = state.modelListRetry;
+    clearTimeout(retry.timer);
+    retry.timer = null;
+    if (!state.hasModelList) setStatus("Loading models…");
+    state.isLoadingModels = true;
+    let body;
+    try {
+      ({ body } = await fetchJson("/v1/models"));
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) onUnauthorized(error);
+      else retryModelListLater(error);
+      return;
+    } finally {
+      state.isLoadingModels = false;
+      setBusy();
+    }
+    retry.delayMs = MODEL_LIST_RETRY_MS.first;
+    showModels(describeModels(body));
+    if (state.hasInk) requestPrediction(true);
   }
 
   // ---------- predictions ----------
@@ -252,6 +368,7 @@
   }
 
   function requestPrediction(isImmediate = false) {
+    cancelRetry(); // a newer drawing goes anyway
     if (isImmediate) {
       clearTimeout(state.timer);
       state.timer = null;
@@ -265,68 +382,136 @@
     setBusy();
   }
 
-  async function runPredictions() {
-    if (state.inFlight) {
+  // `onlyModels`: a retry asks again only the models that refused.
+  async function runPredictions(onlyModels = null) {
+    if (state.round !== null) {
       state.isPending = true; // one more round when this one lands, with the newest drawing
       setBusy();
       return;
     }
-    if (!state.hasInk || state.models.length === 0) return setBusy();
-    state.inFlight = true;
+    if (!state.hasInk) return setBusy();
+    if (state.models.length === 0) {
+      if (state.modelListRetry.timer !== null) {
+        setStatus(`The server has not listed its models yet; ${modelListRetryText()}.`, "error");
+      }
+      return setBusy();
+    }
+    const round = {
+      controller: new AbortController(),
+      generation: state.generation,
+      drawing: state.drawing,
+      isFinal: !state.isDrawing, // started after the pen lifted: its answer is announced
+    };
+    state.round = round;
     setBusy();
-    const generation = state.generation;
+    const slowTimer = setTimeout(() => setStatus("Waiting for the server…", "hint"), SLOW_ROUND_MS);
     try {
       const body = state.upload || (await canvasPng());
       const contentType = state.upload ? state.upload.type : "image/png";
+      const models = onlyModels ?? state.models;
       const outcomes = await Promise.allSettled(
-        state.models.map((model) => predict(model, body, contentType)),
+        models.map((model) => predict(model, body, contentType, round.controller.signal)),
       );
-      if (generation === state.generation) showOutcomes(outcomes);
+      if (state.round === round && round.generation === state.generation) {
+        showOutcomes(models, outcomes, round);
+        retryRefusals(models, outcomes, round);
+        if (outcomes.some(isModelNotFound)) refreshModelList();
+      }
     } finally {
-      state.inFlight = false;
-      if (state.isPending) {
-        state.isPending = false;
-        runPredictions();
+      clearTimeout(slowTimer);
+      if (state.round === round) {
+        state.round = null;
+        if (state.isPending) {
+          state.isPending = false;
+          runPredictions();
+        }
       }
       setBusy();
     }
   }
 
-  function showOutcomes(outcomes) {
+  // A last round some models refused (429/503 with Retry-After) would leave the finished
+  // drawing without their answer: ask those models once more when the server says.
+  function retryRefusals(models, outcomes, round) {
+    const refusals = outcomes.map((outcome) => outcome.reason).filter((error) => error?.isRefusal);
+    const isLastRound = round.isFinal && !state.isDrawing && !state.isPending && state.timer === null;
+    if (refusals.length === 0 || !isLastRound || state.retriedDrawing === round.drawing) return;
+    state.retriedDrawing = round.drawing;
+    const refused = models.filter((_, index) => outcomes[index].reason?.isRefusal);
+    const seconds = Math.min(Math.max(...refusals.map((error) => error.retryAfterS)), MAX_RETRY_AFTER_S);
+    setStatus(`${statusLine.textContent} Trying again in ${seconds} s.`, "error");
+    state.retry = {
+      timer: setTimeout(() => {
+        state.retry = null;
+        runPredictions(refused);
+      }, seconds * 1000),
+    };
+  }
+
+  function cancelRetry() {
+    if (state.retry === null) return;
+    clearTimeout(state.retry.timer);
+    state.retry = null;
+  }
+
+  // Clear: the round in flight is for a drawing that is gone; stop waiting for it.
+  function abandonRound() {
+    if (state.round === null) return;
+    state.round.controller.abort(new NoAnswer("abandoned"));
+    state.round = null;
+  }
+
+  function isModelNotFound(outcome) {
+    return outcome.status === "rejected" && outcome.reason instanceof ApiError && outcome.reason.status === 404;
+  }
+
+  // A 404 means the server restarted with other models: list them again, once per drawing.
+  function refreshModelList() {
+    if (state.refreshedForDrawing === state.drawing) return;
+    state.refreshedForDrawing = state.drawing;
+    loadModels();
+  }
+
+  function showOutcomes(models, outcomes, round) {
     let isBlank = false;
-    let needsKey = false;
+    let unauthorized = null;
     const failures = [];
-    const spoken = [];
-    const quick = [];
     outcomes.forEach((outcome, index) => {
-      const model = state.models[index];
+      const model = models[index];
       const card = state.cards.get(model.name);
+      if (card === undefined) return; // the model list changed while this round was out
       if (outcome.status === "fulfilled") {
         showPrediction(card, outcome.value);
-        const prediction = outcome.value.answer.predictions[0];
-        spoken.push(`${model.name} predicts ${prediction.label}, ${formatPercent(prediction.confidence, 0)}`);
-        quick.push(`${model.name} ${prediction.label}`);
         return;
       }
       const error = outcome.reason;
       if (error instanceof ApiError && error.status === 401) {
-        needsKey = true;
+        unauthorized = error;
         resetCard(card, "API key needed");
       } else if (error instanceof ApiError && error.status === 400 && BLANK_IMAGE.test(error.message)) {
         isBlank = true;
         resetCard(card);
       } else {
-        const message = error instanceof ApiError ? error.message : `Cannot reach the server (${error.message})`;
+        const message =
+          error instanceof ApiError || error instanceof NoAnswer
+            ? error.message
+            : `Cannot reach the server (${error.message})`;
         showCardError(card, message);
         failures.push(`${model.name}: ${message}`);
       }
     });
-    if (needsKey) askForKey();
+    if (unauthorized !== null) onUnauthorized(unauthorized);
     else if (failures.length > 0) setStatus(failures.join(" · "), "error");
     else if (isBlank) setStatus("No ink found yet: draw a digit, or use a picture with more contrast.", "hint");
     else setStatus("Live: predictions update as you draw.");
-    quickResults.textContent = quick.join(" · ");
-    if (spoken.length > 0 && !state.isDrawing) announcer.textContent = spoken.join(". ") + ".";
+    // Every card's answer, also those a retry of only some models left as they were.
+    const summaries = [...state.cards.values()].map((card) => card.summary).filter(Boolean);
+    quickResults.textContent = summaries.map((summary) => summary.quick).join(" · ");
+    // Once per lifted pen: not for a round that began mid-stroke, nor one a newer drawing follows.
+    const isAnnounced = round.isFinal && !state.isDrawing && !state.isPending;
+    if (summaries.length > 0 && isAnnounced) {
+      announcer.textContent = summaries.map((summary) => summary.spoken).join(". ") + ".";
+    }
   }
 
   // ---------- drawing ----------
@@ -376,11 +561,15 @@
   }
 
   function markChanged() {
+    state.drawing += 1;
     state.hasInk = true;
     state.upload = null;
   }
 
+  // Only the primary pointer draws: a second finger (or a palm) would join its points to the
+  // first finger's with straight lines.
   canvas.addEventListener("pointerdown", (event) => {
+    if (!event.isPrimary) return;
     if (event.pointerType === "mouse" && event.button !== 0) return;
     event.preventDefault();
     canvas.setPointerCapture(event.pointerId);
@@ -393,15 +582,16 @@
   });
 
   canvas.addEventListener("pointermove", (event) => {
-    if (!state.isDrawing) return;
+    if (!state.isDrawing || !event.isPrimary) return;
     event.preventDefault();
     const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
     for (const each of events.length > 0 ? events : [event]) strokeTo(canvasPoint(each));
+    state.drawing += 1;
     requestPrediction();
   });
 
-  function endStroke() {
-    if (!state.isDrawing) return;
+  function endStroke(event) {
+    if (!state.isDrawing || !event.isPrimary) return;
     state.isDrawing = false;
     state.lastPoint = null;
     requestPrediction(true);
@@ -413,9 +603,12 @@
 
   function clearCanvas() {
     state.generation += 1;
+    state.drawing += 1;
     clearTimeout(state.timer);
     state.timer = null;
     state.isPending = false;
+    abandonRound();
+    cancelRetry();
     state.hasInk = false;
     state.upload = null;
     state.isDrawing = false;
@@ -448,6 +641,7 @@
       context.fillRect(0, 0, canvas.width, canvas.height);
       context.globalCompositeOperation = "source-over";
       canvas.style.background = paperColour();
+      state.drawing += 1;
       if (state.hasInk) {
         state.upload = null; // the canvas, not the original file, now shows what to classify
         requestPrediction(true);
@@ -457,14 +651,60 @@
 
   // ---------- image files ----------
 
+  // An <img> decodes whatever the browser can display, SVG included (createImageBitmap cannot).
+  function decodePicture(file) {
+    const url = URL.createObjectURL(file);
+    return new Promise((resolve, reject) => {
+      const picture = new Image();
+      picture.onload = () => resolve(picture);
+      picture.onerror = () => reject(new Error(`cannot decode ${file.name}`));
+      picture.src = url;
+    }).finally(() => URL.revokeObjectURL(url));
+  }
+
+  // The picture's background: its border pixel of median brightness (ink rarely reaches the edge).
+  function borderColour(image) {
+    const { width, height, data } = image;
+    const border = [];
+    const add = (x, y) => {
+      const i = (y * width + x) * 4;
+      border.push([data[i], data[i + 1], data[i + 2]]);
+    };
+    for (let x = 0; x < width; x += 1) {
+      add(x, 0);
+      add(x, height - 1);
+    }
+    for (let y = 1; y < height - 1; y += 1) {
+      add(0, y);
+      add(width - 1, y);
+    }
+    border.sort((a, b) => a[0] + a[1] + a[2] - (b[0] + b[1] + b[2]));
+    const [red, green, blue] = border[Math.floor(border.length / 2)];
+    return `rgb(${red} ${green} ${blue})`;
+  }
+
   async function showImage(file) {
-    const bitmap = await createImageBitmap(file);
-    paintPaper();
-    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
-    const width = bitmap.width * scale;
-    const height = bitmap.height * scale;
-    context.drawImage(bitmap, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
-    bitmap.close();
+    const picture = await decodePicture(file);
+    const pictureWidth = picture.naturalWidth || canvas.width; // an SVG may have no size
+    const pictureHeight = picture.naturalHeight || canvas.height;
+    const scale = Math.min(canvas.width / pictureWidth, canvas.height / pictureHeight);
+    const width = Math.max(1, Math.round(pictureWidth * scale));
+    const height = Math.max(1, Math.round(pictureHeight * scale));
+    const scaled = document.createElement("canvas");
+    scaled.width = width;
+    scaled.height = height;
+    const scaledContext = scaled.getContext("2d", { willReadFrequently: true });
+    scaledContext.fillStyle = paperColour(); // transparent parts show the paper
+    scaledContext.fillRect(0, 0, width, height);
+    scaledContext.drawImage(picture, 0, 0, width, height);
+    // Bands beside a non-square picture take its background colour, so the canvas has one
+    // background, and the ink switch's inversion inverts it all alike.
+    const background = borderColour(scaledContext.getImageData(0, 0, width, height));
+    context.globalCompositeOperation = "source-over";
+    context.fillStyle = background;
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    context.drawImage(scaled, Math.floor((canvas.width - width) / 2), Math.floor((canvas.height - height) / 2));
+    canvas.style.background = background;
   }
 
   async function useFile(file) {
@@ -474,6 +714,7 @@
       return;
     }
     state.generation += 1;
+    state.drawing += 1;
     const generation = state.generation;
     state.isReadingFile = true; // busy from the moment the file arrives, not once it is drawn
     setBusy();

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 
 from serving.card import CARD_FILE, ModelCard
 from tests.support import PUBLISHED_MODELS, REPO_ROOT, require_binary, running_server
@@ -260,6 +260,55 @@ def test_chosen_image_file_with_a_light_background_is_classified(page: Page) -> 
     assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
 
 
+def test_chosen_svg_is_drawn_on_the_canvas_and_sent_as_png(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    sent_types: list[str | None] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent_types.append(request.headers.get("content-type"))
+            if request.url.endswith("/predict")
+            else None
+        ),
+    )
+    points = " ".join(f"{x},{y}" for x, y in DIGIT_STROKES["7"][0])
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{CANVAS_SIDE}" height="{CANVAS_SIDE}">'
+        f'<rect width="100%" height="100%" fill="white"/><polyline points="{points}"'
+        f' fill="none" stroke="black" stroke-width="{CANVAS_SIDE // 14}"'
+        ' stroke-linecap="round" stroke-linejoin="round"/></svg>'
+    )
+
+    page.locator("#file-input").set_input_files(
+        files=[{"name": "seven.svg", "mimeType": "image/svg+xml", "buffer": svg.encode()}]
+    )
+    wait_until_settled(page)
+
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+    assert sent_types, "nothing was sent"
+    assert set(sent_types) == {"image/png"}
+
+
+def test_wide_light_picture_is_still_read_after_switching_ink(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    wide = Image.new("L", (CANVAS_SIDE, CANVAS_SIDE // 2), 255)
+    pen = ImageDraw.Draw(wide)
+    for stroke in DIGIT_STROKES["7"]:
+        half = [(70 + x / 2, y / 2) for x, y in stroke]
+        pen.line(half, fill=0, width=CANVAS_SIDE // 28, joint="curve")
+    buffer = io.BytesIO()
+    wide.save(buffer, format="PNG")
+    page.locator("#file-input").set_input_files(
+        files=[{"name": "wide.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
+    )
+    wait_until_settled(page)
+
+    page.get_by_text("Black on white").click()
+    wait_until_settled(page)
+
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+
+
 def test_blank_image_gets_a_hint_not_an_error(page: Page) -> None:
     wait_for_cards(page, PUBLISHED)
 
@@ -310,6 +359,29 @@ def test_links_lead_to_the_api_docs_and_metrics(page: Page, published_url: str) 
         link = page.locator(f'header a[href="{path}"]')
         expect(link).to_be_visible()
         assert httpx.get(published_url + path, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/style.css"])
+def test_page_files_are_revalidated_so_an_upgrade_is_seen_at_once(
+    published_url: str, path: str
+) -> None:
+    response = httpx.get(published_url + path, timeout=10)
+
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["etag"]
+    assert response.headers["last-modified"]
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js"])
+def test_unchanged_page_file_is_answered_304(published_url: str, path: str) -> None:
+    etag = httpx.get(published_url + path, timeout=10).headers["etag"]
+
+    response = httpx.get(published_url + path, headers={"If-None-Match": etag}, timeout=10)
+
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response.headers["cache-control"] == "no-cache"
 
 
 def test_phone_viewport_stacks_without_horizontal_scroll_and_takes_touch(
@@ -370,3 +442,452 @@ def test_api_key_prompt_appears_on_401_and_the_key_unlocks_predictions(
         assert re.fullmatch(r"[0-9]", shown_labels(keyed_page)["tiny"])
         assert sent_keys, "no predict request was sent"
         assert set(sent_keys) == {"Bearer sesame"}
+
+
+# ---------- faults, simulated with Playwright request routing on the real server ----------
+
+MODEL_LIST = "**/v1/models"
+PREDICT = "**/v1/models/*/predict"
+
+
+def model_of(route: Route) -> str:
+    """The model a predict request is for: ``/v1/models/{model}/predict``."""
+    return route.request.url.rsplit("/", 2)[-2]
+
+
+def json_route_body(route: Route) -> dict[str, Any]:
+    """The real server's answer to this request, as JSON."""
+    return route.fetch().json()
+
+
+def test_model_list_that_failed_at_load_is_retried_and_then_predicts(
+    browser: Browser, published_url: str
+) -> None:
+    with opened_page(browser, "about:blank", "model-list-retried") as page:
+        is_down = [True]
+
+        def model_list(route: Route) -> None:
+            if is_down[0]:
+                route.fulfill(status=502, body="<html>Bad Gateway</html>", content_type="text/html")
+            else:
+                route.continue_()
+
+        page.route(MODEL_LIST, model_list)
+        page.goto(published_url)
+        expect(page.locator("#status")).to_have_attribute("data-kind", "error")
+
+        draw(page, DIGIT_STROKES["7"])
+        expect(page.locator("#status")).to_contain_text("trying again", timeout=TIMEOUT_MS)
+        expect(page.locator("#results")).to_have_attribute("aria-busy", "true")
+        is_down[0] = False
+        wait_until_settled(page)
+
+        assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+
+
+def test_model_not_found_refreshes_the_model_list(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    # The server restarted without mnist_mlp: it answers 404 and lists only mnist_cnn.
+    page.route(
+        PREDICT,
+        lambda route: (
+            route.fulfill(
+                status=404,
+                json={"error": "model 'mnist_mlp' not found; available: ['mnist_cnn']"},
+            )
+            if model_of(route) == "mnist_mlp"
+            else route.continue_()
+        ),
+    )
+
+    def fewer_models(route: Route) -> None:
+        body = json_route_body(route)
+        body["models"] = [entry for entry in body["models"] if entry["name"] != "mnist_mlp"]
+        route.fulfill(json=body)
+
+    page.route(MODEL_LIST, fewer_models)
+
+    draw(page, DIGIT_STROKES["7"])
+
+    expect(card(page, "mnist_mlp")).to_have_count(0, timeout=TIMEOUT_MS)
+    expect(card(page, "mnist_cnn").locator(".prediction-label")).to_have_text(
+        "7", timeout=TIMEOUT_MS
+    )
+    wait_until_settled(page)
+    expect(page.locator("#status")).not_to_have_attribute("data-kind", "error")
+
+
+def test_status_counts_only_ready_models(browser: Browser, published_url: str) -> None:
+    with opened_page(browser, "about:blank", "ready-count") as page:
+
+        def one_not_ready(route: Route) -> None:
+            body = json_route_body(route)
+            for entry in body["models"]:
+                entry["ready"] = entry["name"] != "mnist_mlp"
+            route.fulfill(json=body)
+
+        page.route(MODEL_LIST, one_not_ready)
+        page.goto(published_url)
+
+        expect(page.locator("#status")).to_have_text(re.compile(r"^1 of 2 models ready\b"))
+
+
+def test_clear_abandons_a_stalled_round(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    stalled: list[Route] = []
+    is_stalling = [True]
+
+    def stall_until_cleared(route: Route) -> None:
+        if is_stalling[0]:
+            stalled.append(route)  # never answered
+        else:
+            route.continue_()
+
+    page.route(PREDICT, stall_until_cleared)
+    draw(page, DIGIT_STROKES["1"])
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "true")
+
+    page.get_by_role("button", name="Clear").click()
+    is_stalling[0] = False
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+
+    assert stalled, "no request was held"
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+
+
+def test_stalled_round_says_it_is_waiting_then_times_out(
+    browser: Browser, published_url: str
+) -> None:
+    with opened_page(browser, "about:blank", "stalled-round") as page:
+        page.clock.install()  # the page's timers, fast-forwarded below instead of waited for
+        page.goto(published_url)
+        wait_for_cards(page, PUBLISHED)
+        page.route(PREDICT, lambda route: None)  # never answered
+
+        draw(page, DIGIT_STROKES["7"])
+        page.clock.fast_forward(2_000)
+        expect(page.locator("#status")).to_contain_text("Waiting for the server")
+        page.clock.fast_forward(30_000)
+
+        wait_until_settled(page)
+        for model in PUBLISHED:
+            expect(card(page, model)).to_have_attribute("data-state", "error")
+            expect(card(page, model).locator(".model-error")).to_contain_text("No answer")
+
+
+# ---------- what a screen reader hears ----------
+
+RECORD_ANNOUNCEMENTS = """
+    window.announcements = [];
+    document.addEventListener("DOMContentLoaded", () => {
+        const announcer = document.getElementById("announcer");
+        new MutationObserver(() => window.announcements.push(announcer.textContent)).observe(
+            announcer, { childList: true, characterData: true, subtree: true });
+    });
+"""
+
+
+def prediction_answer(label: int, confidence: float) -> dict[str, Any]:
+    """A v1 predict answer for one image, ``confidence`` on ``label``, the rest spread."""
+    probabilities = [(1 - confidence) / 9] * 10
+    probabilities[label] = confidence
+    return {
+        "predictions": [{"label": label, "confidence": confidence, "probabilities": probabilities}]
+    }
+
+
+def test_cards_are_not_live_regions(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+
+    live_in_cards = page.locator(
+        ".model-card :is(output, [role=status], [role=alert], [role=log],"
+        " [aria-live]:not([aria-live=off]))"
+    )
+
+    expect(live_in_cards).to_have_count(0)
+
+
+def test_lifting_the_pen_is_announced_once(browser: Browser, published_url: str) -> None:
+    with opened_page(browser, "about:blank", "announced-once") as page:
+        page.add_init_script(RECORD_ANNOUNCEMENTS)
+        page.goto(published_url)
+        wait_for_cards(page, PUBLISHED)
+        held: list[Route] = []
+        is_holding = [True]
+        page.route(
+            PREDICT,
+            lambda route: held.append(route) if is_holding[0] else route.continue_(),
+        )
+        to_page = canvas_to_page(page)
+        points = stroke_points(DIGIT_STROKES["7"][0])
+
+        # A round starts while the pen is down and lands after it lifts.
+        page.mouse.move(*to_page(*points[0]))
+        page.mouse.down()
+        with page.expect_request(PREDICT):
+            page.mouse.move(*to_page(*points[1]))
+        for point in points[2:]:
+            page.mouse.move(*to_page(*point))
+        page.mouse.up()
+        is_holding[0] = False
+        for route in held:
+            route.continue_()
+        wait_until_settled(page)
+
+        announcements = page.evaluate("window.announcements")
+        spoken = [text for text in announcements if "predicts" in text]
+        assert len(spoken) == 1, announcements
+
+
+def test_announcement_and_card_give_the_same_confidence(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    page.route(PREDICT, lambda route: route.fulfill(json=prediction_answer(7, 0.99996)))
+
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+
+    expect(card(page, "mnist_cnn").locator(".prediction-confidence")).to_have_text("> 99.9 % sure")
+    expect(page.locator("#announcer")).to_contain_text("mnist_cnn predicts 7, > 99.9 % sure")
+
+
+def test_failure_is_announced_and_in_the_phone_summary(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    page.route(
+        PREDICT,
+        lambda route: (
+            route.fulfill(status=500, json={"error": "internal error; see the server log"})
+            if model_of(route) == "mnist_mlp"
+            else route.continue_()
+        ),
+    )
+
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+
+    expect(page.locator("#status")).to_have_attribute("role", "status")
+    expect(page.locator("#status")).to_contain_text("internal error")
+    expect(page.locator("#announcer")).to_contain_text("mnist_mlp: error")
+    expect(page.locator("#announcer")).to_contain_text("mnist_cnn predicts 7")
+    expect(page.locator("#quick-results")).to_have_text("mnist_cnn 7 · mnist_mlp: error")
+
+
+# ---------- touch ----------
+
+
+def inked_columns(page: Page, first: int, last: int) -> int:
+    """How many canvas pixels in columns ``first``..``last`` differ from the paper."""
+    return page.evaluate(
+        """([first, last]) => {
+            const canvas = document.getElementById("canvas");
+            const pixels = canvas.getContext("2d").getImageData(
+                first, 0, last - first + 1, canvas.height).data;
+            const paper = canvas.getContext("2d").getImageData(0, 0, 1, 1).data[0];
+            let inked = 0;
+            for (let i = 0; i < pixels.length; i += 4) if (pixels[i] !== paper) inked += 1;
+            return inked;
+        }""",
+        [first, last],
+    )
+
+
+def test_two_fingers_draw_no_line_between_them(browser: Browser, published_url: str) -> None:
+    with opened_page(
+        browser, published_url, "two-fingers", viewport=PHONE, has_touch=True, is_mobile=True
+    ) as page:
+        wait_for_cards(page, PUBLISHED)
+        to_page = canvas_to_page(page)
+        session = page.context.new_cdp_session(page)
+
+        for step in range(13):  # two fingers down together, both dragged from top to bottom
+            y = 40 + step * 15
+            fingers = [
+                {"x": x, "y": page_y, "id": index}
+                for index, (x, page_y) in enumerate([to_page(60, y), to_page(220, y)])
+            ]
+            kind = "touchStart" if step == 0 else "touchMove"
+            session.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": fingers})
+        session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        session.detach()
+        wait_until_settled(page)
+
+        assert inked_columns(page, 40, 80) > 0, "the first finger drew nothing"
+        assert inked_columns(page, 100, 180) == 0, "a line was drawn between the fingers"
+
+
+# ---------- refusals ----------
+
+
+def refuse_mnist_mlp(page: Page, refusals: int) -> list[str]:
+    """Answer mnist_mlp's first ``refusals`` predicts 429 with Retry-After: 1; the rest go
+    through. Returns the models of the predicts sent, as they are sent."""
+    sent: list[str] = []
+
+    def route_predict(route: Route) -> None:
+        model = model_of(route)
+        sent.append(model)
+        if model == "mnist_mlp" and sent.count(model) <= refusals:
+            route.fulfill(
+                status=429, json={"error": "too many requests"}, headers={"Retry-After": "1"}
+            )
+        else:
+            route.continue_()
+
+    page.route(PREDICT, route_predict)
+    return sent
+
+
+def choose_seven(page: Page) -> None:
+    """One round of predicts, for a picture of a 7 (a drawing sends several)."""
+    page.locator("#file-input").set_input_files(
+        files=[
+            {
+                "name": "7.png",
+                "mimeType": "image/png",
+                "buffer": digit_png("7", background=0, ink=255),
+            }
+        ]
+    )
+
+
+def test_refused_last_round_is_retried_after_retry_after(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    sent = refuse_mnist_mlp(page, refusals=1)
+
+    choose_seven(page)
+
+    expect(card(page, "mnist_mlp")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    wait_until_settled(page)
+    assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+    assert sent.count("mnist_mlp") == 2
+    assert sent.count("mnist_cnn") == 1, "the model that answered was asked again"
+
+
+def test_refusal_is_retried_only_once_per_drawing(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    sent = refuse_mnist_mlp(page, refusals=1_000)
+
+    choose_seven(page)
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "true")
+    wait_until_settled(page)
+
+    expect(card(page, "mnist_mlp")).to_have_attribute("data-state", "error")
+    assert sent.count("mnist_mlp") == 2
+
+
+def test_refused_api_key_is_said_so_and_forgotten(browser: Browser, keyed_url: str) -> None:
+    with opened_page(browser, keyed_url, "api-key-refused") as keyed_page:
+        expect(keyed_page.locator("#key-panel")).to_be_visible()
+
+        keyed_page.get_by_role("textbox", name="API key").fill("open-sesame")
+        keyed_page.get_by_role("button", name="Use key").click()
+
+        expect(keyed_page.locator("#key-message")).to_contain_text("That key was refused")
+        expect(keyed_page.locator("#key-panel")).to_be_visible()
+        assert keyed_page.evaluate("sessionStorage.length") == 0
+        keyed_page.get_by_role("textbox", name="API key").fill("sesame")
+        keyed_page.get_by_role("button", name="Use key").click()
+        wait_for_cards(keyed_page, ("tiny",))
+        expect(keyed_page.locator("#key-panel")).to_be_hidden()
+
+
+def test_error_card_drops_the_previous_answers_bars(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    draw(page, DIGIT_STROKES["7"])
+    wait_until_settled(page)
+    page.route(
+        PREDICT,
+        lambda route: (
+            route.fulfill(status=500, json={"error": "internal error; see the server log"})
+            if model_of(route) == "mnist_mlp"
+            else route.continue_()
+        ),
+    )
+
+    draw(page, DIGIT_STROKES["1"])
+    wait_until_settled(page)
+
+    failed = card(page, "mnist_mlp")
+    expect(failed).to_have_attribute("data-state", "error")
+    expect(failed.locator('.bar[data-top="true"]')).to_have_count(0)
+    heights = failed.locator(".bar-fill").evaluate_all("fills => fills.map(f => f.style.height)")
+    assert [float(height.removesuffix("%")) for height in heights] == [0.0] * 10
+
+
+# ---------- contrast ----------
+
+
+def relative_luminance(css_colour: str) -> float:
+    """WCAG 2 relative luminance of an opaque ``rgb(r, g, b)`` computed colour."""
+    red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css_colour)[:3])
+
+    def linear(channel: float) -> float:
+        return channel / 12.92 if channel <= 0.03928 else ((channel + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def contrast(first: str, second: str) -> float:
+    lighter, darker = sorted([relative_luminance(first), relative_luminance(second)], reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_focus_ring_bars_and_canvas_border_have_3_to_1_contrast(
+    browser: Browser, published_url: str, scheme: str
+) -> None:
+    with opened_page(browser, published_url, f"contrast-{scheme}", color_scheme=scheme) as page:
+        wait_for_cards(page, PUBLISHED)
+        draw(page, DIGIT_STROKES["7"])
+        wait_until_settled(page)
+        for _ in range(20):
+            if page.evaluate("document.activeElement.id") == "clear":
+                break
+            page.keyboard.press("Tab")
+
+        colours = page.evaluate(
+            """() => {
+                const style = (selector) => getComputedStyle(document.querySelector(selector));
+                return {
+                    panel: style(".draw-panel").backgroundColor,
+                    focus: getComputedStyle(document.activeElement).outlineColor,
+                    bar: style('.bar:not([data-top="true"]) .bar-fill').backgroundColor,
+                    canvasBorder: style("#canvas").borderTopColor,
+                };
+            }"""
+        )
+
+        for part in ("focus", "bar", "canvasBorder"):
+            ratio = contrast(colours[part], colours["panel"])
+            assert ratio >= 3.0, f"{part} {colours[part]} on {colours['panel']}: {ratio:.2f}:1"
+
+
+def test_long_model_name_does_not_make_the_phone_page_scroll_sideways(
+    browser: Browser, published_url: str
+) -> None:
+    long_name = "mnist_cnn_distilled_quantized_int8_2026_11_30_experiment_0042"
+    with opened_page(
+        browser, "about:blank", "phone-long-name", viewport=PHONE, has_touch=True, is_mobile=True
+    ) as page:
+
+        def renamed(route: Route) -> None:
+            body = json_route_body(route)
+            body["models"][0]["name"] = long_name
+            route.fulfill(json=body)
+
+        page.route(MODEL_LIST, renamed)
+        page.route(
+            f"**/v1/models/{long_name}/predict",
+            lambda route: route.fulfill(json=prediction_answer(1, 0.9)),
+        )
+        page.goto(published_url)
+        wait_for_cards(page, (long_name,))
+
+        touch_draw(page, DIGIT_STROKES["1"])
+        wait_until_settled(page)
+
+        expect(page.locator("#quick-results")).to_contain_text(long_name)
+        widths = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], f"horizontal scroll: content {widths[0]} px > {widths[1]} px"
