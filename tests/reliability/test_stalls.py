@@ -10,11 +10,20 @@ from pathlib import Path
 import httpx
 
 from tests.reliability.helpers import QUIET_ENV, gauge, is_correct, until, v2_body
-from tests.reliability.models import SLOW_PIXEL, clean_images, marked
+from tests.reliability.models import (
+    DEFAULT_ITERATIONS_PER_UNIT,
+    SLOW_PIXEL,
+    clean_images,
+    marked,
+    write_marker_model,
+)
 from tests.support import running_server
 
 INFER = "/v2/models/marker/infer"
-STALL_VALUE = 1.0  # the Loop's longest: ~20,000 matrix products, seconds on one core
+STALL_VALUE = 1.0  # the Loop's longest
+# 60,000 matrix products: ~3.5 s on one core here, 7x liveness_stall_s below, so the
+# stall outlasts both thresholds with room on a machine a few times faster.
+STALL_ITERATIONS = 3 * DEFAULT_ITERATIONS_PER_UNIT
 STALL_ENV = {
     **QUIET_ENV,
     "MNIST_SERVE_REQUEST_TIMEOUT_S": "0.2",
@@ -76,10 +85,11 @@ async def watch_a_stall(url: str, stalling: bytes) -> StallSeen:
 
 
 def test_a_stalled_batch_makes_its_model_unready_then_the_process_not_live_until_it_ends(
-    marker_repo: Path,
+    tmp_path: Path,
 ) -> None:
+    write_marker_model(tmp_path, iterations_per_unit=STALL_ITERATIONS)
     stalling = v2_body(marked(clean_images(1), SLOW_PIXEL, STALL_VALUE))
-    with running_server(marker_repo, env=STALL_ENV) as (url, _):
+    with running_server(tmp_path, env=STALL_ENV) as (url, _):
         seen = asyncio.run(watch_a_stall(url, stalling))
         ready_gauge_after = gauge(url, "mnist_serve_model_ready", model="marker")
         images = clean_images(2, seed=3)
