@@ -28,14 +28,22 @@ from tests.reliability.helpers import (
     wait_for,
     write_report,
 )
-from tests.reliability.models import SLOW_PIXEL, clean_images, marked
+from tests.reliability.models import (
+    DEFAULT_ITERATIONS_PER_UNIT,
+    SLOW_PIXEL,
+    clean_images,
+    marked,
+)
 from tests.support import metric_samples, metric_value, running_server
 
 MAX_BATCH_SIZE = 2
 MAX_QUEUE_SIZE = 8
 REQUEST_TIMEOUT_S = 5.0
-# ~1000 Loop iterations per batch: 50-150 ms on a busy 2-core machine.
+# ~2000 Loop iterations per batch: 50-150 ms on a busy 2-core machine. On a faster one
+# the value is raised until a batch takes TARGET_BATCH_S, so that the client, capped at
+# MAX_OFFERED_PER_S, can still offer several times the capacity.
 SLOW_VALUE = 0.1
+TARGET_BATCH_S = 0.1
 # Of the capacity the fastest of ten lone requests implies: a machine busier while they ran
 # than during the burst (shared CI) still leaves the burst several times capacity.
 OVERLOAD_FACTOR = 8
@@ -69,8 +77,10 @@ class Outcomes:
         return len(self.accepted_s) + len(self.rejected_s) + len(self.unexpected)
 
 
-async def one_request(client: httpx.AsyncClient, number: int, out: Outcomes) -> None:
-    images = marked(clean_images(1, seed=number), SLOW_PIXEL, SLOW_VALUE)
+async def one_request(
+    client: httpx.AsyncClient, number: int, slow_value: float, out: Outcomes
+) -> None:
+    images = marked(clean_images(1, seed=number), SLOW_PIXEL, slow_value)
     body = v2_body(images)
     started = time.perf_counter()
     try:
@@ -99,7 +109,7 @@ async def watch(client: httpx.AsyncClient, pid: int, stop_at: float, out: Outcom
         await asyncio.sleep(0.1)
 
 
-async def overload(url: str, pid: int, offered_per_s: float) -> Outcomes:
+async def overload(url: str, pid: int, offered_per_s: float, slow_value: float) -> Outcomes:
     """``offered_per_s`` arrivals a second for LOAD_S, each on its own task."""
     out = Outcomes()
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -109,7 +119,7 @@ async def overload(url: str, pid: int, offered_per_s: float) -> Outcomes:
         requests = []
         for number in range(int(offered_per_s * LOAD_S)):
             await asyncio.sleep(max(0.0, started + number / offered_per_s - time.monotonic()))
-            requests.append(asyncio.create_task(one_request(client, number, out)))
+            requests.append(asyncio.create_task(one_request(client, number, slow_value, out)))
         out.arrivals_s = time.monotonic() - started
         await asyncio.gather(watcher, *requests)
         out.elapsed_s = time.monotonic() - started
@@ -124,6 +134,14 @@ def timed_request(url: str, images: np.ndarray) -> tuple[float, float, bool]:
     return elapsed_s, server_timing_s(response, "infer"), is_correct(response, images)
 
 
+def calibrated_slow_value(url: str) -> float:
+    """The marker value whose batch takes about TARGET_BATCH_S on this machine, never
+    less than SLOW_VALUE (a slower machine keeps it: its capacity is lower anyway)."""
+    probe = marked(clean_images(1, seed=998), SLOW_PIXEL, SLOW_VALUE)
+    batch_s = min(timed_request(url, probe)[1] for _ in range(3))
+    return float(np.clip(SLOW_VALUE * TARGET_BATCH_S / batch_s, SLOW_VALUE, 1.0))
+
+
 def percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1e3)
 
@@ -134,13 +152,15 @@ def p50_p99(values: list[float]) -> str:
 
 def report(
     out: Outcomes,
+    slow_value: float,
     capacity_per_s: float,
     alone_ms: tuple[float, float],
     recovery_s: float,
     rss: tuple[int, int],
 ) -> str:
     lines = [
-        f"model: marker, ~{SLOW_VALUE * 1e4:.0f} Loop iterations per batch; max_batch_size "
+        f"model: marker, ~{slow_value * DEFAULT_ITERATIONS_PER_UNIT:.0f} Loop iterations per "
+        f"batch; max_batch_size "
         f"{MAX_BATCH_SIZE}, max_queue_size {MAX_QUEUE_SIZE}, request_timeout_s "
         f"{REQUEST_TIMEOUT_S}; open-loop arrivals for {LOAD_S} s",
         f"capacity (measured alone): {capacity_per_s:7.1f} req/s",
@@ -174,15 +194,16 @@ def test_overload_is_refused_fast_with_bounded_latency_memory_and_full_recovery(
         "MNIST_SERVE_MAX_IMAGES_PER_REQUEST": str(MAX_BATCH_SIZE),
         "MNIST_SERVE_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
     }
-    images = marked(clean_images(1, seed=999), SLOW_PIXEL, SLOW_VALUE)
     with running_server(marker_repo, env=env) as (url, process):
+        slow_value = calibrated_slow_value(url)
+        images = marked(clean_images(1, seed=999), SLOW_PIXEL, slow_value)
         before = [timed_request(url, images) for _ in range(10)]  # also warms the path
         capacity_per_s = MAX_BATCH_SIZE / min(infer for _, infer, _ in before)
         offered_per_s = min(OVERLOAD_FACTOR * capacity_per_s, MAX_OFFERED_PER_S)
         rss_before = rss_bytes(process.pid)
         rejections_before = gauge(url, "mnist_serve_rejections_total", reason="queue_full")
 
-        out = asyncio.run(overload(url, process.pid, offered_per_s))
+        out = asyncio.run(overload(url, process.pid, offered_per_s, slow_value))
 
         recovery_started = time.monotonic()
         wait_for(
@@ -198,7 +219,7 @@ def test_overload_is_refused_fast_with_bounded_latency_memory_and_full_recovery(
     alone_ms = tuple(percentile_ms([s for s, _, _ in runs], 50) for runs in (before, after))
     write_report(
         "reliability-overload.txt",
-        report(out, capacity_per_s, alone_ms, recovery_s, (rss_before, rss_after)),
+        report(out, slow_value, capacity_per_s, alone_ms, recovery_s, (rss_before, rss_after)),
     )
     assert out.unexpected == []  # only correct answers and 503 + Retry-After
     assert len(out.rejected_s) >= out.attempts / 2  # really overloaded
