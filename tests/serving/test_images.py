@@ -241,11 +241,26 @@ def test_blank_pictures_have_no_ink(picture: Image.Image) -> None:
         decode_image(encoded(picture), MAX_PIXELS)
 
 
-def test_picture_over_the_pixel_limit_is_refused_before_decoding() -> None:
-    data = encoded(Image.new("L", (2000, 1000), 255))
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_picture_over_the_pixel_limit_is_refused_before_decoding(
+    image_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = encoded(draw_digit(7, (2000, 1000)), image_format)
+    loaded: list[Image.Image] = []
+    load = Image.Image.load
+
+    def spied_load(image: Image.Image) -> object:
+        loaded.append(image)
+        return load(image)
+
+    # A spy on Pillow's decoding step, which every file format's load goes through.
+    monkeypatch.setattr(Image.Image, "load", spied_load)
 
     with pytest.raises(InvalidInput, match=r"2000x1000 is 2000000 pixels; the limit is 1999999"):
         decode_image(data, max_pixels=1_999_999)
+    assert loaded == []
+    decode_image(data, max_pixels=2_000_000)  # the spy sees a decode once one is allowed
+    assert loaded != []
 
 
 def test_decompression_bomb_is_refused() -> None:
