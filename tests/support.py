@@ -51,6 +51,24 @@ async def wait_until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.001)
 
 
+class ExampleTally:
+    """How many of a property test's examples reached its checks, and how many were
+    refused before them: hypothesis passes a test whose every example returns early, so
+    the test asserts afterwards that its strategy gave both kinds often enough."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.refused = 0
+
+    def assert_both_at_least(self, share: float) -> None:
+        total = self.checked + self.refused
+        assert total > 0, "no example ran"
+        assert self.checked >= share * total, (
+            f"only {self.checked} of {total} examples reached the checks"
+        )
+        assert self.refused >= share * total, f"only {self.refused} of {total} were refused"
+
+
 def integration_required() -> bool:
     return os.environ.get("MNIST_SERVE_REQUIRE_INTEGRATION") == "1"
 
