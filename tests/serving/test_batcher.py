@@ -357,6 +357,9 @@ def test_failing_batch_is_bisected_so_only_the_poisoned_request_fails() -> None:
         else:
             assert np.allclose(result.outputs, 2 * value)
     assert np.allclose(after.outputs, 1.8)
+    # The busy model's request; the six, failing; halves until the poison is alone
+    # (0.1 0.2 P -> 0.1, then 0.2 P -> 0.2, P); the other half at once; the request after.
+    assert model.batch_sizes == [1, 6, 3, 1, 2, 1, 1, 3, 1]
 
 
 def test_cancelled_request_is_never_computed() -> None:
