@@ -69,6 +69,13 @@ class ExampleTally:
         assert self.refused >= share * total, f"only {self.refused} of {total} were refused"
 
 
+def block_until_past(instant: float) -> None:
+    """Block this thread (a job's, not the event loop's) until ``time.monotonic()`` has
+    passed ``instant``: a job that outlasts a deadline whatever time it started."""
+    while time.monotonic() <= instant:
+        time.sleep(0.001)
+
+
 def integration_required() -> bool:
     return os.environ.get("MNIST_SERVE_REQUIRE_INTEGRATION") == "1"
 
