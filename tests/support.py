@@ -97,6 +97,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A local port where nothing answers: bound, never listening, and held until the
+    block ends, so connecting is refused and no other process can take it meanwhile
+    (a port ``free_port`` released can be)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # no SO_REUSEADDR: every other bind to it fails
+        yield int(sock.getsockname()[1])
+
+
 def write_tiny_model(repo: Path, name: str = "tiny", version: int = 1, seed: int = 0) -> Path:
     """Publish a real ONNX softmax-regression model with fixed random weights.
 
