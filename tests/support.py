@@ -51,6 +51,31 @@ async def wait_until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.001)
 
 
+class ExampleTally:
+    """How many of a property test's examples reached its checks, and how many were
+    refused before them: hypothesis passes a test whose every example returns early, so
+    the test asserts afterwards that its strategy gave both kinds often enough."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.refused = 0
+
+    def assert_both_at_least(self, share: float) -> None:
+        total = self.checked + self.refused
+        assert total > 0, "no example ran"
+        assert self.checked >= share * total, (
+            f"only {self.checked} of {total} examples reached the checks"
+        )
+        assert self.refused >= share * total, f"only {self.refused} of {total} were refused"
+
+
+def block_until_past(instant: float) -> None:
+    """Block this thread (a job's, not the event loop's) until ``time.monotonic()`` has
+    passed ``instant``: a job that outlasts a deadline whatever time it started."""
+    while time.monotonic() <= instant:
+        time.sleep(0.001)
+
+
 def integration_required() -> bool:
     return os.environ.get("MNIST_SERVE_REQUIRE_INTEGRATION") == "1"
 
@@ -70,6 +95,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A local port where nothing answers: bound, never listening, and held until the
+    block ends, so connecting is refused and no other process can take it meanwhile
+    (a port ``free_port`` released can be)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # no SO_REUSEADDR: every other bind to it fails
+        yield int(sock.getsockname()[1])
 
 
 def write_tiny_model(repo: Path, name: str = "tiny", version: int = 1, seed: int = 0) -> Path:

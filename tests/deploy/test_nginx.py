@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from serving.settings import Settings
-from tests.support import REPO_ROOT, free_port, require_binary, running_server
+from tests.support import REPO_ROOT, free_port, require_binary, running_server, unanswered_port
 
 NGINX_CONF = REPO_ROOT / "deploy" / "nginx" / "nginx.conf"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -182,7 +182,7 @@ def test_proxy_passes_a_client_request_id_through(proxy_url: str) -> None:
 
 
 def test_no_replica_gives_a_json_502(tmp_path: Path) -> None:
-    with running_proxy(f"http://127.0.0.1:{free_port()}", tmp_path) as url:
+    with unanswered_port() as port, running_proxy(f"http://127.0.0.1:{port}", tmp_path) as url:
         response = httpx.get(url + "/v2/health/ready", timeout=10)
     assert response.status_code == 502
     assert response.json() == {"error": "no API replica answered"}

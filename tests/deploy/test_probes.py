@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.deploy.dockerfile import healthcheck_command, read_stages
-from tests.support import REPO_ROOT, free_port, running_server
+from tests.support import REPO_ROOT, running_server, unanswered_port
 
 DEPLOYMENT = REPO_ROOT / "deploy" / "k8s" / "deployment.yaml"
 
@@ -49,7 +49,8 @@ def test_healthcheck_passes_against_a_ready_server(dockerfile: str, server_url: 
 
 
 def test_healthcheck_fails_when_nothing_answers() -> None:
-    assert run_healthcheck("Dockerfile", free_port()) != 0
+    with unanswered_port() as port:
+        assert run_healthcheck("Dockerfile", port) != 0
 
 
 def probe_paths() -> dict[str, str]:

@@ -21,8 +21,7 @@ from loadtest.bench import (
 )
 from loadtest.fixtures import load_fixture
 from loadtest.payloads import PayloadBuilder
-from loadtest.server import free_port
-from tests.support import PUBLISHED_MODELS, REPO_ROOT
+from tests.support import PUBLISHED_MODELS, REPO_ROOT, unanswered_port
 
 ALL_SERVERS = [
     "mnist-serve, batching on",
@@ -141,10 +140,10 @@ def test_the_big_batch_table_shows_errors() -> None:
 def test_no_server_at_the_host_is_one_line_and_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-
-    code = main(["--host", host, "--models-dir", str(PUBLISHED_MODELS), "--duration-s", "1",
-                 "--rounds", "1", "--results-dir", str(tmp_path)])  # fmt: skip
+    with unanswered_port() as port:
+        host = f"http://127.0.0.1:{port}"
+        code = main(["--host", host, "--models-dir", str(PUBLISHED_MODELS), "--duration-s",
+                     "1", "--rounds", "1", "--results-dir", str(tmp_path)])  # fmt: skip
 
     output = capsys.readouterr().out.strip().splitlines()
     assert code == 2

@@ -13,7 +13,7 @@ import pytest
 from loadtest.__main__ import locustfile_options, main, parse_args
 from loadtest.server import free_port, running_server
 from loadtest.thresholds import load_thresholds
-from tests.support import PUBLISHED_MODELS, REPO_ROOT, write_tiny_model
+from tests.support import PUBLISHED_MODELS, REPO_ROOT, unanswered_port, write_tiny_model
 
 RUN_TIME = "8s"  # short: CI has 2 cores shared with the rest of the suite
 
@@ -131,9 +131,9 @@ def test_failures_within_the_thresholds_pass_with_exit_code_zero(tmp_path: Path)
 def test_no_server_at_the_host_is_exit_code_2_at_once_naming_the_host(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-
-    code = main(["--host", host, "--results-dir", str(tmp_path)])
+    with unanswered_port() as port:
+        host = f"http://127.0.0.1:{port}"
+        code = main(["--host", host, "--results-dir", str(tmp_path)])
 
     message = capsys.readouterr().out.strip().splitlines()[-1]
     assert code == 2

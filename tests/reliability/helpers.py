@@ -74,6 +74,21 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Set a process's peak resident memory (VmHWM) to its current VmRSS (Linux >= 4.0)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident memory of a process since it started or since ``reset_peak_rss``,
+    from /proc/<pid>/status (VmHWM, in kB): memory used and freed between two reads
+    shows here, not in VmRSS."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
 def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str) -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

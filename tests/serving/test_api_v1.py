@@ -22,7 +22,14 @@ from serving.codecs.images import decode_image
 from serving.codecs.v1 import decode_octet_images, softmax
 from serving.runtime import usable_cpus
 from serving.settings import Settings
-from tests.support import PUBLISHED_MODELS, MetricSamples, metric_samples, metric_value, tiny_logits
+from tests.support import (
+    PUBLISHED_MODELS,
+    MetricSamples,
+    block_until_past,
+    metric_samples,
+    metric_value,
+    tiny_logits,
+)
 from training.data import Mnist
 
 PREDICT = "/v1/models/tiny/predict"
@@ -372,14 +379,16 @@ def test_a_multipart_request_stops_decoding_at_its_deadline_with_a_504(
 
     def outlasts_the_deadline(picture: bytes, max_pixels: int) -> np.ndarray:
         decoded.append(picture)
-        threading.Event().wait(0.35)  # a slow picture: longer than the request's 300 ms
+        # A slow picture: the request's 1000 ms began before this decode did, so they
+        # have passed when it ends, however late it started.
+        block_until_past(time.monotonic() + 1.0)
         return np.full((28, 28), 0.5, dtype=np.float32)
 
     monkeypatch.setattr(v1, "decode_image", outlasts_the_deadline)
     files = [("file", (f"{index}.png", png_of_digit(index), "image/png")) for index in range(3)]
     before = scrape(client)
 
-    response = client.post(PREDICT, files=files, headers={"X-Request-Timeout-Ms": "300"})
+    response = client.post(PREDICT, files=files, headers={"X-Request-Timeout-Ms": "1000"})
 
     assert_error(response, 504, "timed out while its pictures were decoded")
     assert "1 of 3 done" in response.json()["error"]

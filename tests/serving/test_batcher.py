@@ -210,8 +210,10 @@ def test_request_expiring_while_its_batch_runs_gets_its_504_and_batch_mates_thei
     async def scenario() -> tuple[list[object], Batcher]:
         batcher = make_batcher(model)
         first = await occupy(batcher, model)
+        # Long enough to be taken into the second batch even on a stalled machine; the
+        # gate holds that batch until the deadline has passed.
         hasty = asyncio.ensure_future(
-            batcher.submit(images_of(0.2), deadline=time.monotonic() + 0.05)
+            batcher.submit(images_of(0.2), deadline=time.monotonic() + 1.0)
         )
         patient = asyncio.ensure_future(batcher.submit(images_of(0.3)))
         await wait_until(lambda: batcher.queued_images == 2)
@@ -355,6 +357,9 @@ def test_failing_batch_is_bisected_so_only_the_poisoned_request_fails() -> None:
         else:
             assert np.allclose(result.outputs, 2 * value)
     assert np.allclose(after.outputs, 1.8)
+    # The busy model's request; the six, failing; halves until the poison is alone
+    # (0.1 0.2 P -> 0.1, then 0.2 P -> 0.2, P); the other half at once; the request after.
+    assert model.batch_sizes == [1, 6, 3, 1, 2, 1, 1, 3, 1]
 
 
 def test_cancelled_request_is_never_computed() -> None:

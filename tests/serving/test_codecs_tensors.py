@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 from serving.codecs.tensors import _is_in_unit_range, validate_images
 from serving.errors import InvalidInput
+from tests.support import ExampleTally
 
 
 @pytest.mark.parametrize("shape", [(3, 784), (3, 28, 28), (3, 1, 28, 28)])
@@ -102,23 +103,43 @@ def test_field_name_is_used_in_messages() -> None:
         validate_images(np.full((1, 784), 2.0), max_images=8, field="inputs[0].data")
 
 
-@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
-@given(
-    hnp.arrays(
-        dtype=st.sampled_from([np.float32, np.float64, np.uint8, np.int32]),
-        shape=hnp.array_shapes(min_dims=0, max_dims=4, max_side=30),
-    )
-)
-def test_any_numeric_array_gives_valid_images_or_invalid_input(array: np.ndarray) -> None:
-    try:
-        images = validate_images(array, max_images=4)
-    except InvalidInput:
-        return
-    assert images.shape[1:] == (1, 28, 28)
-    assert len(images) in range(1, 5)
-    assert np.isfinite(images).all()
-    assert images.min() >= 0.0
-    assert images.max() <= 1.0
+@st.composite
+def numeric_arrays(draw: st.DrawFn) -> np.ndarray:
+    """Any shape and values, and more often an image layout (0-5 images) or pixels in
+    [0, 1]: about a third of the arrays are valid images."""
+    dtype = np.dtype(draw(st.sampled_from([np.float32, np.float64, np.uint8, np.int32])))
+    image_shapes = st.tuples(
+        st.integers(0, 5), st.sampled_from([(784,), (28, 28), (1, 28, 28)])
+    ).map(lambda spec: (spec[0], *spec[1]))
+    any_shapes = hnp.array_shapes(min_dims=0, max_dims=4, max_side=30)
+    shape = draw(draw(st.sampled_from([image_shapes, image_shapes, any_shapes])))
+    unit_pixels = st.integers(0, 1) if dtype.kind in "iu" else st.floats(0, 1, width=32)
+    elements = draw(st.sampled_from([unit_pixels, unit_pixels, None]))  # None: any value
+    return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+def test_any_numeric_array_gives_valid_images_or_invalid_input() -> None:
+    tally = ExampleTally()
+
+    @settings(deadline=None)  # wall-clock limits are flaky on a shared machine
+    @given(numeric_arrays())
+    def check(array: np.ndarray) -> None:
+        try:
+            images = validate_images(array, max_images=4)
+        except InvalidInput:
+            tally.refused += 1
+            return
+        tally.checked += 1
+        assert images.shape == (len(array), 1, 28, 28)
+        assert len(images) in range(1, 5)
+        assert images.dtype == np.float32
+        assert np.isfinite(images).all()
+        assert images.min() >= 0.0
+        assert images.max() <= 1.0
+        np.testing.assert_array_equal(images.reshape(-1), array.reshape(-1).astype(np.float32))
+
+    check()
+    tally.assert_both_at_least(0.1)
 
 
 @settings(deadline=None)  # wall-clock limits are flaky on a shared machine

@@ -23,6 +23,7 @@ from serving.codecs.v1 import (
     softmax,
 )
 from serving.errors import InvalidInput
+from tests.support import ExampleTally
 
 
 def random_images(count: int, seed: int = 0) -> np.ndarray:
@@ -216,14 +217,46 @@ def test_any_bytes_decode_or_are_invalid_input(body: bytes) -> None:
         decode_json_images(body, max_images=4)
 
 
-@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
-@given(st.lists(json_values, max_size=4))
-def test_any_json_images_list_decodes_or_is_invalid_input(images: list[Any]) -> None:
-    try:
-        decoded = decode_json_images(json_body(images), max_images=4)
-    except InvalidInput:
-        return
-    assert decoded.shape[1:] == (1, 28, 28)
+def json_images(shape: tuple[int, ...]) -> st.SearchStrategy[list[Any]]:
+    """Images of ``shape`` as nested lists of pixels in [0, 1] (floats, or 0 and 1)."""
+    pixels = st.floats(0, 1) | st.integers(0, 1)
+    return hnp.arrays(np.float64, shape, elements=pixels).map(np.ndarray.tolist)
+
+
+# Lists of 0-5 images of one layout with pixels in [0, 1] (valid ones, when 1-4), or of
+# any values, or images and any values mixed.
+json_images_lists = (
+    st.tuples(st.integers(0, 5), st.sampled_from([(784,), (28, 28)])).flatmap(
+        lambda spec: st.lists(json_images(spec[1]), min_size=spec[0], max_size=spec[0])
+    )
+    | st.lists(json_values, max_size=4)
+    | st.lists(json_images((784,)) | json_values, max_size=4)
+)
+
+
+def test_any_json_images_list_decodes_or_is_invalid_input() -> None:
+    tally = ExampleTally()
+
+    @settings(deadline=None)  # wall-clock limits are flaky on a shared machine
+    @given(json_images_lists)
+    def check(images: list[Any]) -> None:
+        try:
+            decoded = decode_json_images(json_body(images), max_images=4)
+        except InvalidInput:
+            tally.refused += 1
+            return
+        tally.checked += 1
+        assert decoded.shape == (len(images), 1, 28, 28)
+        assert len(decoded) in range(1, 5)
+        assert decoded.dtype == np.float32
+        assert {type(pixel) for pixel in np.array(images, dtype=object).flat} <= {int, float}
+        np.testing.assert_array_equal(
+            decoded.reshape(len(images), 784),
+            np.array(images, dtype=np.float32).reshape(len(images), 784),
+        )
+
+    check()
+    tally.assert_both_at_least(0.1)
 
 
 @settings(deadline=None)  # wall-clock limits are flaky on a shared machine
@@ -280,14 +313,29 @@ def test_octet_too_many_images_names_the_limit() -> None:
         decode_octet_images(b"\x00" * 784 * 3, max_images=2)
 
 
-@settings(deadline=None)  # wall-clock limits are flaky on a shared machine
-@given(st.binary(max_size=784 * 5))
-def test_any_bytes_decode_as_octet_or_are_invalid_input(body: bytes) -> None:
-    try:
-        decoded = decode_octet_images(body, max_images=4)
-    except InvalidInput:
-        return
-    assert decoded.shape == (len(body) // 784, 1, 28, 28)
+def test_any_bytes_decode_as_octet_or_are_invalid_input() -> None:
+    tally = ExampleTally()
+
+    @settings(deadline=None)  # wall-clock limits are flaky on a shared machine
+    # Any length, or as often a multiple of 784 (0 to 5 images).
+    @given(
+        st.binary(max_size=784 * 5) | st.integers(0, 5).map(lambda n: 784 * n).flatmap(exact_bytes)
+    )
+    def check(body: bytes) -> None:
+        try:
+            decoded = decode_octet_images(body, max_images=4)
+        except InvalidInput:
+            tally.refused += 1
+            return
+        tally.checked += 1
+        assert decoded.shape == (len(body) // 784, 1, 28, 28)
+        assert len(decoded) in range(1, 5)
+        np.testing.assert_array_equal(
+            decoded.reshape(-1), np.frombuffer(body, np.uint8) / np.float32(255)
+        )
+
+    check()
+    tally.assert_both_at_least(0.1)
 
 
 @settings(deadline=None)  # wall-clock limits are flaky on a shared machine

@@ -17,6 +17,7 @@ from tritonclient.http import InferResult
 
 from serving.codecs import v2
 from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from tests.support import ExampleTally
 
 MAX_IMAGES = 16
 IMAGE_SHAPES = ((1, 28, 28), (28, 28), (784,))
@@ -359,14 +360,76 @@ def test_body_that_is_not_a_json_object_is_invalid_input(body: bytes) -> None:
         decode(body)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=st.binary(max_size=4096), header_length=st.none() | st.text(max_size=12))
-def test_any_bytes_give_images_or_invalid_input(body: bytes, header_length: str | None) -> None:
-    try:
-        decoded = decode(body, header_length)
-    except InvalidInput:
-        return
+def assert_valid_request(decoded: v2.InferRequest) -> None:
+    """What every decoded request holds, whatever was sent."""
     assert decoded.images.dtype == np.float32
+    assert decoded.images.shape[1:] == (1, 28, 28)
+    assert len(decoded.images) in range(1, MAX_IMAGES + 1)
+    assert decoded.images.min() >= 0.0
+    assert decoded.images.max() <= 1.0  # NaN fails both
+    assert decoded.request_id is None or isinstance(decoded.request_id, str)
+    assert [output.name for output in decoded.outputs] == ["logits"]
+    assert decoded.timeout_s is None or decoded.timeout_s > 0
+
+
+# Requests as clients send them: 1-3 images in every datatype, JSON or binary, an id, a
+# timeout in microseconds (0 = the server's default; a negative one is refused) and the
+# output's encoding.
+encoded_requests = st.builds(
+    v2.encode_infer_request,
+    st.one_of(
+        image_batches(np.float32, unit_floats),
+        image_batches(np.float64, st.floats(0, 1)),
+        image_batches(np.float16, st.floats(0, 1, width=16)),
+        image_batches(np.uint8, st.integers(0, 255)),
+    ),
+    is_binary=st.booleans(),
+    request_id=st.none() | st.text(max_size=8),
+    binary_output=st.booleans(),
+    timeout_us=st.none() | st.integers(-(10**8), 10**8),
+)
+
+
+@st.composite
+def corrupted(draw: st.DrawFn, request: tuple[bytes, int | None]) -> tuple[bytes, str | None]:
+    """``request`` with up to 3 bytes changed, maybe cut short, maybe a wrong header length."""
+    body, header_length = bytearray(request[0]), request[1]
+    for position, value in draw(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)))):
+        body[position % len(body)] = value
+    del body[draw(st.integers(1, 10**6)) :]
+    return as_sent((bytes(body), draw(st.just(header_length) | st.integers(-1, 10**6))))
+
+
+def as_sent(request: tuple[bytes, int | None]) -> tuple[bytes, str | None]:
+    """A body and its Inference-Header-Content-Length, as the HTTP header's text."""
+    body, header_length = request
+    return body, None if header_length is None else str(header_length)
+
+
+# Any bytes, or an encoded request intact or corrupted.
+v2_bodies = st.one_of(
+    st.tuples(st.binary(max_size=4096), st.none() | st.text(max_size=12)),
+    encoded_requests.map(as_sent),
+    encoded_requests.flatmap(corrupted),
+)
+
+
+def test_any_bytes_give_images_or_invalid_input() -> None:
+    tally = ExampleTally()
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(v2_bodies)
+    def check(request: tuple[bytes, str | None]) -> None:
+        try:
+            decoded = decode(*request)
+        except InvalidInput:
+            tally.refused += 1
+            return
+        tally.checked += 1
+        assert_valid_request(decoded)
+
+    check()
+    tally.assert_both_at_least(0.1)
 
 
 json_values = st.recursive(
@@ -403,18 +466,43 @@ requests = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request_json=requests, raw=st.binary(max_size=64), send_raw=st.booleans())
-def test_any_json_request_gives_images_or_invalid_input(
-    request_json: dict[str, Any], raw: bytes, send_raw: bool
-) -> None:
-    header = json.dumps(request_json).encode()  # stdlib: also writes NaN and huge integers
-    body, header_length = (header + raw, len(header)) if send_raw else (header, None)
-    try:
-        decoded = decode(body, header_length)
-    except InvalidInput:
-        return
-    assert decoded.images.shape[1:] == (1, 28, 28)
+def header_and_binary(request: tuple[bytes, int | None]) -> tuple[dict[str, Any], bytes, bool]:
+    """An encoded request as (its JSON header, the bytes after it, whether they are sent)."""
+    body, header_length = request
+    if header_length is None:
+        return orjson.loads(body), b"", False
+    return orjson.loads(body[:header_length]), body[header_length:], True
+
+
+# Any request, or a valid one intact or with some of its fields replaced by any value.
+request_parts = st.one_of(
+    st.tuples(requests, st.binary(max_size=64), st.booleans()),
+    encoded_requests.map(header_and_binary),
+    st.tuples(encoded_requests.map(header_and_binary), requests).map(
+        lambda pair: (pair[0][0] | pair[1], *pair[0][1:])
+    ),
+)
+
+
+def test_any_json_request_gives_images_or_invalid_input() -> None:
+    tally = ExampleTally()
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(request_parts)
+    def check(parts: tuple[dict[str, Any], bytes, bool]) -> None:
+        request_json, raw, send_raw = parts
+        header = json.dumps(request_json).encode()  # stdlib: also writes NaN and huge integers
+        body, header_length = (header + raw, len(header)) if send_raw else (header, None)
+        try:
+            decoded = decode(body, header_length)
+        except InvalidInput:
+            tally.refused += 1
+            return
+        tally.checked += 1
+        assert_valid_request(decoded)
+
+    check()
+    tally.assert_both_at_least(0.1)
 
 
 logits_arrays = st.integers(1, 8).flatmap(

@@ -11,7 +11,7 @@ import pytest
 
 from serving.decode_pool import DecodePool
 from serving.errors import DeadlineExceeded, InvalidInput, Overloaded
-from tests.support import GUARD_S, run_scenario, wait_until
+from tests.support import GUARD_S, block_until_past, run_scenario, wait_until
 
 
 class GatedJobs:
@@ -100,12 +100,13 @@ def test_a_request_beyond_the_line_is_refused_at_once_with_the_overload_status()
 
 def test_the_deadline_stops_a_request_between_its_pictures() -> None:
     pool = DecodePool(threads=1, max_waiting=0)
-    deadline = time.monotonic() + 0.05
+    # Far enough for the first job to start even on a stalled machine; it ends past it.
+    deadline = time.monotonic() + 1.0
     ran: list[str] = []
 
     def outlasts_the_deadline() -> None:
         ran.append("first")
-        threading.Event().wait(max(0.0, deadline - time.monotonic()) + 0.01)
+        block_until_past(deadline)
 
     with pytest.raises(DeadlineExceeded) as timed_out:
         run_scenario(
