@@ -15,13 +15,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import pytest
 
 from serving.card import MODEL_FILE, ModelCard, TensorSpec, file_sha256
+from serving.errors import InvalidInput
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_MODELS = REPO_ROOT / "models"
@@ -59,6 +60,17 @@ class ExampleTally:
     def __init__(self) -> None:
         self.checked = 0
         self.refused = 0
+
+    def decoded(self, decode: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``decode(*args, **kwargs)``, counted as checked; None, counted as refused, when
+        it raises ``InvalidInput``."""
+        try:
+            value = decode(*args, **kwargs)
+        except InvalidInput:
+            self.refused += 1
+            return None
+        self.checked += 1
+        return value
 
     def assert_both_at_least(self, share: float) -> None:
         total = self.checked + self.refused

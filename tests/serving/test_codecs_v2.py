@@ -420,12 +420,9 @@ def test_any_bytes_give_images_or_invalid_input() -> None:
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(v2_bodies)
     def check(request: tuple[bytes, str | None]) -> None:
-        try:
-            decoded = decode(*request)
-        except InvalidInput:
-            tally.refused += 1
+        decoded = tally.decoded(decode, *request)
+        if decoded is None:
             return
-        tally.checked += 1
         assert_valid_request(decoded)
 
     check()
@@ -493,12 +490,9 @@ def test_any_json_request_gives_images_or_invalid_input() -> None:
         request_json, raw, send_raw = parts
         header = json.dumps(request_json).encode()  # stdlib: also writes NaN and huge integers
         body, header_length = (header + raw, len(header)) if send_raw else (header, None)
-        try:
-            decoded = decode(body, header_length)
-        except InvalidInput:
-            tally.refused += 1
+        decoded = tally.decoded(decode, body, header_length)
+        if decoded is None:
             return
-        tally.checked += 1
         assert_valid_request(decoded)
 
     check()

@@ -651,8 +651,8 @@ def test_announcement_and_card_give_the_same_confidence(page: Page) -> None:
     expect(page.locator("#announcer")).to_contain_text("mnist_cnn predicts 7, > 99.9 % sure")
 
 
-def test_failure_is_announced_and_in_the_phone_summary(page: Page) -> None:
-    wait_for_cards(page, PUBLISHED)
+def fail_mnist_mlp(page: Page) -> None:
+    """From now on mnist_mlp's predictions answer 500; mnist_cnn's reach the server."""
     page.route(
         PREDICT,
         lambda route: (
@@ -661,6 +661,11 @@ def test_failure_is_announced_and_in_the_phone_summary(page: Page) -> None:
             else route.continue_()
         ),
     )
+
+
+def test_failure_is_announced_and_in_the_phone_summary(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    fail_mnist_mlp(page)
 
     draw(page, DIGIT_STROKES["7"])
     wait_until_settled(page)
@@ -795,14 +800,7 @@ def test_error_card_drops_the_previous_answers_bars(page: Page) -> None:
     wait_for_cards(page, PUBLISHED)
     draw(page, DIGIT_STROKES["7"])
     wait_until_settled(page)
-    page.route(
-        PREDICT,
-        lambda route: (
-            route.fulfill(status=500, json={"error": "internal error; see the server log"})
-            if model_of(route) == "mnist_mlp"
-            else route.continue_()
-        ),
-    )
+    fail_mnist_mlp(page)
 
     draw(page, DIGIT_STROKES["1"])
     wait_until_settled(page)
