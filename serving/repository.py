@@ -93,6 +93,8 @@ class ModelRepository:
         self._metrics = metrics
         self._models: dict[str, dict[str, ServedModel]] = {}
         self._failures: dict[tuple[str, str], str] = {}
+        # Versions unloaded or replaced whose queues are still draining (see _retire).
+        self._retiring: set[ServedModel] = set()
         self._lock = asyncio.Lock()
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
@@ -120,6 +122,11 @@ class ModelRepository:
             for name in sorted(self._models)
             for version in sorted(self._models[name], key=int)
         ]
+
+    def models_running(self) -> list[ServedModel]:
+        """Every version whose batcher may still run a batch: the loaded ones, and those an
+        unload or reload retired whose queues are still draining."""
+        return [*self.models(), *self._retiring]
 
     def names(self) -> list[str]:
         return sorted(self._models)
@@ -289,16 +296,25 @@ class ModelRepository:
         """Stop serving ``models`` once their queues drain. A version in ``replaced`` has a
         new session serving already: its series (ready, as the same labels say) stay."""
         replaced_versions = set(replaced)
-        for model in list(models):
-            model.is_ready = False
-            is_replaced = model.version in replaced_versions
-            if not is_replaced:
-                self._metrics.set_model_ready(
-                    model=model.name, version=model.version, provider=model.provider, is_ready=False
-                )
-            await model.batcher.close()
-            if not is_replaced:
-                self._metrics.forget_model(model=model.name, version=model.version)
+        retiring = list(models)
+        self._retiring.update(retiring)
+        try:
+            for model in retiring:
+                model.is_ready = False
+                is_replaced = model.version in replaced_versions
+                if not is_replaced:
+                    self._metrics.set_model_ready(
+                        model=model.name,
+                        version=model.version,
+                        provider=model.provider,
+                        is_ready=False,
+                    )
+                await model.batcher.close()
+                self._retiring.discard(model)
+                if not is_replaced:
+                    self._metrics.forget_model(model=model.name, version=model.version)
+        finally:
+            self._retiring.difference_update(retiring)
 
     async def close(self) -> None:
         """Drain and stop every model (server shutdown)."""

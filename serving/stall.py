@@ -69,18 +69,30 @@ class StallWatchdog:
             self.check()
 
     def check(self) -> None:
-        """One look at every loaded model's running batch."""
+        """One look at every model's running batch."""
         models = self._repository.models()
         self._stalled.intersection_update(models)  # unloaded or replaced meanwhile
-        wedged = None
         for model in models:
             running_s = model.batcher.running_s
             if running_s > self.ready_after_s and model not in self._stalled:
                 self._mark_stalled(model, running_s)
             elif running_s <= self.ready_after_s and model in self._stalled:
                 self._mark_recovered(model)
-            if self.live_after_s > 0 and running_s > self.live_after_s:
-                wedged = model
+        self._check_liveness()
+
+    def _check_liveness(self) -> None:
+        """Not live while any batch runs past ``live_after_s``: a version an unload or a
+        reload retired counts too, since its stuck call holds its thread all the same."""
+        wedged = None
+        if self.live_after_s > 0:
+            wedged = next(
+                (
+                    model
+                    for model in self._repository.models_running()
+                    if model.batcher.running_s > self.live_after_s
+                ),
+                None,
+            )
         if wedged is not None and self._wedged is None:
             logger.error(
                 "model %s/%s: a batch has run for %.1f s (liveness_stall_s %.1f): "

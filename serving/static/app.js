@@ -89,6 +89,8 @@
 
   // Given up after REQUEST_TIMEOUT_MS, or when `signal` aborts (Clear abandons a round).
   async function fetchJson(url, options = {}, signal = null) {
+    // Abandoned before it was sent (Clear while the drawing was being encoded): send nothing.
+    if (signal?.aborted) throw signal.reason;
     const sentKey = sessionStorage.getItem(KEY_STORAGE);
     const controller = new AbortController();
     const timer = setTimeout(

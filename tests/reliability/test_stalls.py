@@ -107,3 +107,45 @@ def test_a_stalled_batch_makes_its_model_unready_then_the_process_not_live_until
     assert seen.after == [200, 200]
     assert ready_gauge_after == 1
     assert is_correct(answer_after, images)
+
+
+async def liveness_while_unloading_a_stalled_model(url: str, stalling: bytes) -> list[int]:
+    """Stall the model until liveness fails, unload it (which waits for the stuck call), and
+    sample liveness from when the model has left the repository until the unload is done."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        sent = asyncio.create_task(client.post(INFER, content=stalling))
+
+        async def not_live() -> bool:
+            return await status(client, "/v2/health/live") == 503
+
+        await until(not_live, what="liveness to fail once the batch ran past liveness_stall_s")
+        unload = asyncio.create_task(client.post("/v2/repository/models/marker/unload"))
+
+        async def gone() -> bool:
+            return await status(client, "/v2/models/marker/ready") == 404
+
+        await until(gone, what="the unloaded model to leave the repository")
+        samples = []
+        while not unload.done():
+            samples.append(await status(client, "/v2/health/live"))
+            await asyncio.sleep(0.02)  # a sampling interval, not a wait for an event
+        assert (await unload).status_code == 200
+        await sent
+    return samples
+
+
+def test_unloading_a_stalled_model_keeps_the_process_not_live_until_the_call_ends(
+    tmp_path: Path,
+) -> None:
+    """The unload waits for the stuck call; while it does, the call still holds its thread,
+    so liveness must not turn 200 because the model left the repository."""
+    write_marker_model(tmp_path, iterations_per_unit=STALL_ITERATIONS)
+    stalling = v2_body(marked(clean_images(1), SLOW_PIXEL, STALL_VALUE))
+    env = {**STALL_ENV, "MNIST_SERVE_MODEL_CONTROL": "true"}
+    with running_server(tmp_path, env=env) as (url, _):
+        samples = asyncio.run(liveness_while_unloading_a_stalled_model(url, stalling))
+
+    # 503 for as long as the call ran (seconds, far more than the watchdog's 50 ms checks),
+    # then 200 once it ended: never 200 first and 503 again.
+    assert samples == sorted(samples, reverse=True)
+    assert samples.count(503) >= 10, samples
