@@ -889,3 +889,34 @@ def test_long_model_name_does_not_make_the_phone_page_scroll_sideways(
             "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
         )
         assert widths[0] <= widths[1], f"horizontal scroll: content {widths[0]} px > {widths[1]} px"
+
+
+# Count the page's predict calls, and hold every canvas encoding until the test lets go.
+HOLD_ENCODING = """() => {
+  window.predictCalls = 0;
+  const realFetch = window.fetch;
+  window.fetch = (url, ...rest) => {
+    if (String(url).includes("/predict")) window.predictCalls += 1;
+    return realFetch(url, ...rest);
+  };
+  window.heldEncodings = [];
+  HTMLCanvasElement.prototype.toBlob = function (callback) { window.heldEncodings.push(callback); };
+}"""
+# Finish the held encodings, let their promise chains run (one task later), and count.
+RELEASE_ENCODING = """async () => {
+  const png = new Blob([new Uint8Array([137, 80, 78, 71])], { type: "image/png" });
+  window.heldEncodings.splice(0).forEach((callback) => callback(png));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return window.predictCalls;
+}"""
+
+
+def test_a_round_cleared_while_its_drawing_is_encoded_sends_nothing(page: Page) -> None:
+    wait_for_cards(page, PUBLISHED)
+    page.evaluate(HOLD_ENCODING)
+    draw(page, DIGIT_STROKES["1"])
+    page.wait_for_function("() => window.heldEncodings.length > 0")
+
+    page.get_by_role("button", name="Clear").click()
+
+    assert page.evaluate(RELEASE_ENCODING) == 0
