@@ -86,16 +86,20 @@ def test_cors_origins_flag_is_comma_separated_repeated_or_a_json_list(args: list
     assert parse_settings(args).cors_allow_origins == ["http://a.example", "http://b.example"]
 
 
+def error_lines_of_exit_2(capsys: pytest.CaptureFixture[str], args: list[str]) -> list[str]:
+    """Run the CLI, expect exit status 2 (a bad setting), and return its stderr lines."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    return capsys.readouterr().err.splitlines()
+
+
 def test_malformed_json_origins_say_how_to_write_them(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MNIST_SERVE_CORS_ALLOW_ORIGINS", '["http://a.example"')
 
-    with pytest.raises(SystemExit) as exited:
-        main([])
-
-    assert exited.value.code == 2
-    [line] = capsys.readouterr().err.splitlines()
+    [line] = error_lines_of_exit_2(capsys, [])
     assert "--cors-allow-origins (MNIST_SERVE_CORS_ALLOW_ORIGINS)" in line
     assert "comma-separated" in line
 
@@ -148,21 +152,13 @@ def test_bad_environment_variable_is_named_and_exits_2(
 ) -> None:
     monkeypatch.setenv("MNIST_SERVE_DEVICE", "tpu")
 
-    with pytest.raises(SystemExit) as exited:
-        main([])
-
-    assert exited.value.code == 2
-    [line] = capsys.readouterr().err.splitlines()
+    [line] = error_lines_of_exit_2(capsys, [])
     assert line.startswith("mnist-serve: error: --device (MNIST_SERVE_DEVICE): ")
     assert "'tpu'" in line
 
 
 def test_every_bad_setting_gets_its_own_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["--port", "abc", "--overload-status-code", "500"])
-
-    assert exited.value.code == 2
-    lines = capsys.readouterr().err.splitlines()
+    lines = error_lines_of_exit_2(capsys, ["--port", "abc", "--overload-status-code", "500"])
     assert len(lines) == 2
     assert lines[0].startswith("mnist-serve: error: --port (MNIST_SERVE_PORT): ")
     assert lines[1] == (
@@ -180,11 +176,7 @@ def test_model_control_with_several_workers_is_one_line_and_exits_2(
         "serving.__main__.uvicorn.run", lambda *args, **kwargs: pytest.fail("it started")
     )
 
-    with pytest.raises(SystemExit) as exited:
-        main(["--model-control", "--workers", "2"])
-
-    assert exited.value.code == 2
-    [line] = capsys.readouterr().err.splitlines()
+    [line] = error_lines_of_exit_2(capsys, ["--model-control", "--workers", "2"])
     assert line.startswith("mnist-serve: error: --model-control (MNIST_SERVE_MODEL_CONTROL): ")
     assert "workers (2)" in line
 
