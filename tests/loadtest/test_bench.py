@@ -10,15 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench import (
-    BigBatch,
-    Point,
-    format_report,
-    main,
-    successful_rps,
-    target_lines,
-    to_point,
-)
+from loadtest.bench import format_report, main, target_lines
+from loadtest.bench_rounds import BigBatch, Point, successful_rps, to_point
 from loadtest.fixtures import load_fixture
 from loadtest.payloads import PayloadBuilder
 from tests.support import PUBLISHED_MODELS, REPO_ROOT, unanswered_port
