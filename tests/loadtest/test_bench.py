@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench import format_report, main, target_lines
+from loadtest.bench import main
+from loadtest.bench_report import format_report, target_lines
 from loadtest.bench_rounds import BigBatch, Point, successful_rps, to_point
 from loadtest.fixtures import load_fixture
 from loadtest.payloads import PayloadBuilder
