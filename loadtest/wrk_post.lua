@@ -1,4 +1,4 @@
--- wrk script for loadtest/bench.py: POST one pre-built body, print the results as JSON.
+-- wrk script for loadtest/bench_rounds.py: POST one pre-built body, print the results as JSON.
 -- The body and its headers come from the environment, so one script serves every case:
 --   BENCH_BODY_FILE=body.json BENCH_CONTENT_TYPE=application/json wrk -s wrk_post.lua URL
 -- BENCH_HEADERS adds more headers, one "Name: value" per line.
