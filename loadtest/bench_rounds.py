@@ -30,8 +30,6 @@ from serving.codecs.v2 import HEADER_LENGTH
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
 BIG_BATCH_IMAGES = 256
-# Big-batch bodies measured against raw ONNX Runtime.
-BIG_BATCH_BODIES = ("octet", "v2-binary")
 # Single-image bodies of the table; the reference servers take JSON only.
 BODIES = ("json", "octet")
 
