@@ -27,60 +27,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from serving.batch_result import BatchOutputs, BatchResult
 from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
 
 logger = logging.getLogger("mnist_serve.batcher")
 
 RunFunction = Callable[[np.ndarray], np.ndarray]
-RowFunction = Callable[[np.ndarray], np.ndarray]
 # An inline batch this many times slower than warm-up promised stalls the event loop,
 # if it took at least INLINE_STALL_MIN_S: a cold cache or a page fault can make a 40 µs
 # call take 400, which stalls nothing.
 INLINE_STALL_FACTOR = 10
 INLINE_STALL_MIN_S = 0.002
-
-
-class BatchOutputs:
-    """One batch's outputs, shared by its requests.
-
-    numpy charges its few microseconds a call as much for one row as for 64, so what a
-    codec derives row by row from the outputs (a softmax, say) is worth computing once
-    for the whole batch: see :meth:`BatchResult.derived`.
-    """
-
-    __slots__ = ("_derived", "outputs")
-
-    def __init__(self, outputs: np.ndarray) -> None:
-        self.outputs = outputs
-        self._derived: dict[RowFunction, np.ndarray] = {}
-
-    def derived(self, function: RowFunction) -> np.ndarray:
-        """``function(outputs)``, computed on the first call and kept for the others."""
-        value = self._derived.get(function)
-        if value is None:
-            value = self._derived[function] = function(self.outputs)
-        return value
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """A request's outputs and where its time went."""
-
-    outputs: np.ndarray
-    queue_s: float
-    compute_s: float
-    batch_images: int
-    # The whole batch's outputs, and this request's rows of them.
-    batch: BatchOutputs | None = None
-    rows: slice | None = None
-
-    def derived(self, function: RowFunction) -> np.ndarray:
-        """``function(outputs)``, computed once for the whole batch and sliced to this
-        request's rows. ``function`` must work row by row: row i of its result depends
-        on row i of the outputs alone."""
-        if self.batch is None or self.rows is None:
-            return function(self.outputs)
-        return self.batch.derived(function)[self.rows]
 
 
 @dataclass

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from serving.batcher import Batcher, BatcherConfig, BatchResult
+from serving.batch_result import BatchResult
+from serving.batcher import Batcher, BatcherConfig
 from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
 from tests.support import GUARD_S, run_scenario, wait_until
 
