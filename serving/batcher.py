@@ -6,10 +6,9 @@ outputs. It runs a batch at once when the model is idle and gathers requests
 while the model is busy, so batching costs nothing at low load. When a batch
 fails it re-runs the halves, so only the request that poisons it gets the error.
 
-Batches run on one worker thread, except two kinds that run on the event loop:
-those quicker than the hand-off itself, and a lone request's batch while the
-server has nothing else in flight (nobody waits for the loop then, and the
-hand-off's two cross-CPU thread wake-ups are saved), bounded by a predicted time.
+Batches run on one worker thread, except those its inline policy
+(``serving/inline_policy.py``) lets run on the event loop: the ones quicker than the
+hand-off itself, and a lone request's while the server has nothing else in flight.
 A lone request whose caller knows it is alone, on an idle batcher, skips the queue
 too: it runs straight from ``submit``.
 """
@@ -23,104 +22,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from serving.batch_result import BatchOutputs, BatchResult
+from serving.batcher_stats import BatcherStats, ComputeStats
 from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from serving.inline_policy import IdleProbe, InlinePolicy
 
 logger = logging.getLogger("mnist_serve.batcher")
 
 RunFunction = Callable[[np.ndarray], np.ndarray]
-RowFunction = Callable[[np.ndarray], np.ndarray]
-# An inline batch this many times slower than warm-up promised stalls the event loop,
-# if it took at least INLINE_STALL_MIN_S: a cold cache or a page fault can make a 40 µs
-# call take 400, which stalls nothing.
-INLINE_STALL_FACTOR = 10
-INLINE_STALL_MIN_S = 0.002
-
-
-class BatchOutputs:
-    """One batch's outputs, shared by its requests.
-
-    numpy charges its few microseconds a call as much for one row as for 64, so what a
-    codec derives row by row from the outputs (a softmax, say) is worth computing once
-    for the whole batch: see :meth:`BatchResult.derived`.
-    """
-
-    __slots__ = ("_derived", "outputs")
-
-    def __init__(self, outputs: np.ndarray) -> None:
-        self.outputs = outputs
-        self._derived: dict[RowFunction, np.ndarray] = {}
-
-    def derived(self, function: RowFunction) -> np.ndarray:
-        """``function(outputs)``, computed on the first call and kept for the others."""
-        value = self._derived.get(function)
-        if value is None:
-            value = self._derived[function] = function(self.outputs)
-        return value
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """A request's outputs and where its time went."""
-
-    outputs: np.ndarray
-    queue_s: float
-    compute_s: float
-    batch_images: int
-    # The whole batch's outputs, and this request's rows of them.
-    batch: BatchOutputs | None = None
-    rows: slice | None = None
-
-    def derived(self, function: RowFunction) -> np.ndarray:
-        """``function(outputs)``, computed once for the whole batch and sliced to this
-        request's rows. ``function`` must work row by row: row i of its result depends
-        on row i of the outputs alone."""
-        if self.batch is None or self.rows is None:
-            return function(self.outputs)
-        return self.batch.derived(function)[self.rows]
-
-
-@dataclass
-class DurationStat:
-    """A count and total duration, as the V2 statistics extension reports them."""
-
-    count: int = 0
-    ns: int = 0
-
-    def add(self, seconds: float, count: int = 1) -> None:
-        self.count += count
-        self.ns += int(seconds * 1e9)
-
-
-@dataclass
-class ComputeStats:
-    """A batch's compute time split as Triton splits it: assembling the input tensor from
-    the requests' images, the ONNX Runtime call, handing each request its rows."""
-
-    compute_input: DurationStat = field(default_factory=DurationStat)
-    compute_infer: DurationStat = field(default_factory=DurationStat)
-    compute_output: DurationStat = field(default_factory=DurationStat)
-
-    def add(self, input_s: float, infer_s: float, output_s: float) -> None:
-        self.compute_input.add(input_s)
-        self.compute_infer.add(infer_s)
-        self.compute_output.add(output_s)
-
-
-@dataclass
-class BatcherStats(ComputeStats):
-    """Cumulative counters, kept by the batcher itself (read by the V2 stats endpoint)."""
-
-    success: DurationStat = field(default_factory=DurationStat)
-    fail: DurationStat = field(default_factory=DurationStat)
-    queue: DurationStat = field(default_factory=DurationStat)
-    inference_count: int = 0
-    execution_count: int = 0
-    last_inference_ms: int = 0
-    batch_sizes: dict[int, ComputeStats] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -139,20 +52,10 @@ class BatcherConfig:
     max_queue_size: int = 2048
     batching: bool = True
     overload_status_code: int = 503
-    # Batches this small run on the event loop: quicker than a hand-off to the thread.
-    inline_max_images: int = 0
-    # What such a batch took at warm-up, at most; one far slower turns the inline path off.
-    inline_max_s: float = 0.0
-    # A lone request's batch predicted to take at most this runs on the event loop while
-    # the server has nothing else in flight; a request arriving meanwhile waits that long.
-    idle_inline_max_s: float = 0.0
-    # Compute time per image, measured at warm-up: predicts a batch's time (0: unknown).
-    seconds_per_image: float = 0.0
 
 
 BatchObserver = Callable[[int, float], None]
 DepthObserver = Callable[[int, int], None]  # images, requests waiting
-IdleProbe = Callable[[], bool]  # True when the batch's request is all the server is handling
 
 
 class Batcher:
@@ -167,10 +70,13 @@ class Batcher:
         on_batch: BatchObserver | None = None,
         on_queue_depth: DepthObserver | None = None,
         is_server_idle: IdleProbe | None = None,
+        inline: InlinePolicy | None = None,
     ) -> None:
         self._run = run
         self.config = config
         self.name = name
+        # Warm-up sets its figures once it has measured the model (repository.py).
+        self.inline = inline if inline is not None else InlinePolicy()
         self._on_batch = on_batch or (lambda images, compute_s: None)
         self._on_queue_depth = on_queue_depth or (lambda images, requests: None)
         # Without a probe only this batcher's own queue says whether the server is idle.
@@ -441,11 +347,11 @@ class Batcher:
         """
         if self._queue or self._is_busy or self._is_closing or not self._is_server_idle():
             return None
-        return self._inline_promise_s(1, images)
+        return self.inline.promise_s(1, images, self._queued_requests, self._is_server_idle)
 
     def _run_lone(self, images: np.ndarray, promised_s: float, started: float) -> BatchResult:
         try:
-            outputs = self._run_inline(images, promised_s)
+            outputs = self.inline.run(self._run, images, promised_s, self.name)
         except Exception as error:  # the model failed on this request's images alone
             self._on_batch(len(images), time.perf_counter() - started)
             logger.error("inference failed for model %s: %r", self.name, error)
@@ -463,10 +369,12 @@ class Batcher:
             else np.concatenate([pending.images for pending in batch])
         )
         input_s = time.perf_counter() - started
-        inline_promise_s = self._inline_promise_s(len(batch), len(images))
+        inline_promise_s = self.inline.promise_s(
+            len(batch), len(images), self._queued_requests, self._is_server_idle
+        )
         try:
             if inline_promise_s is not None:
-                outputs = self._run_inline(images, inline_promise_s)
+                outputs = self.inline.run(self._run, images, inline_promise_s, self.name)
             else:
                 self._thread_batch_started, self._thread_batch_images = started, len(images)
                 try:
@@ -504,43 +412,6 @@ class Batcher:
         by_size.add(input_s, compute_s - input_s, output_s)
         self.record_batch_time(compute_s)
         self._last_batch_images = images
-
-    def _inline_promise_s(self, requests: int, images: int) -> float | None:
-        """The time a batch may take on the event loop, or None: it runs on the thread."""
-        config = self.config
-        if images <= config.inline_max_images:
-            return config.inline_max_s
-        predicted_s = images * config.seconds_per_image
-        if (
-            0 < predicted_s <= config.idle_inline_max_s
-            and requests == 1
-            and self._queued_requests == 0
-            and self._is_server_idle()
-        ):
-            return predicted_s
-        return None
-
-    def _run_inline(self, images: np.ndarray, promised_s: float) -> np.ndarray:
-        """Run on the event loop; a batch far slower than warm-up promised ends inlining.
-
-        A model's cost can depend on its input (loops, early exits), which warm-up on
-        blank images does not see, and nothing else is served while an inline batch runs.
-        CPU time, not wall time, so a busy machine preempting the loop does not count.
-        """
-        cpu_started = time.thread_time()
-        outputs = self._run(images)
-        cpu_s = time.thread_time() - cpu_started
-        if cpu_s > max(INLINE_STALL_FACTOR * promised_s, INLINE_STALL_MIN_S):
-            logger.warning(
-                "model %s: an inline batch took %.1f ms of CPU (warm-up promised under %.1f ms);"
-                " batches run on the ONNX Runtime thread from now on",
-                self.name,
-                cpu_s * 1e3,
-                promised_s * 1e3,
-            )
-            self.config.inline_max_images = 0
-            self.config.idle_inline_max_s = 0.0
-        return outputs
 
     def _deliver(
         self, batch: list[_Pending], outputs: np.ndarray, started: float, compute_s: float

@@ -257,15 +257,13 @@ class ModelRepository:
             warm_started = time.perf_counter()
             timings = runtime.warm_up(range(1, config.max_batch_size + 1))
             batcher.record_batch_time(timings[config.max_batch_size])
-            inline_s = settings.inline_compute_max_ms / 1000
-            batcher.config.inline_max_s = inline_s
-            batcher.config.inline_max_images = max(
-                (size for size, seconds in timings.items() if seconds < inline_s), default=0
+            inline = batcher.inline
+            inline.max_s = settings.inline_compute_max_ms / 1000
+            inline.max_images = max(
+                (size for size, seconds in timings.items() if seconds < inline.max_s), default=0
             )
-            batcher.config.seconds_per_image = (
-                timings[config.max_batch_size] / config.max_batch_size
-            )
-            batcher.config.idle_inline_max_s = settings.idle_inline_max_ms / 1000
+            inline.seconds_per_image = timings[config.max_batch_size] / config.max_batch_size
+            inline.idle_max_s = settings.idle_inline_max_ms / 1000
             logger.info(
                 "warmed %s/%s on batch sizes 1..%d in %.3f s; batches of up to %d images run "
                 "inline, and a lone request of up to %d while nothing else is in flight",
@@ -273,8 +271,8 @@ class ModelRepository:
                 version,
                 config.max_batch_size,
                 time.perf_counter() - warm_started,
-                batcher.config.inline_max_images,
-                int(batcher.config.idle_inline_max_s / max(batcher.config.seconds_per_image, 1e-9)),
+                inline.max_images,
+                int(inline.idle_max_s / max(inline.seconds_per_image, 1e-9)),
             )
         logger.info(
             "loaded %s/%s on %s in %.3f s",

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from serving.batcher import BatchResult
+from serving.batch_result import BatchResult
 from serving.errors import (
     DeadlineExceeded,
     InferenceFailed,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from serving.batcher import BatcherStats, ComputeStats, DurationStat
+from serving.batcher_stats import BatcherStats, ComputeStats, DurationStat
 from serving.card import MODEL_FILE, TensorSpec
 from serving.repository import IndexEntry, ServedModel
 from serving.runtime import CUDA

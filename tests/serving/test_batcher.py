@@ -10,8 +10,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from serving.batcher import Batcher, BatcherConfig, BatchResult
+from serving.batch_result import BatchResult
+from serving.batcher import Batcher, BatcherConfig
 from serving.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from serving.inline_policy import InlinePolicy
 from tests.support import GUARD_S, run_scenario, wait_until
 
 POISON = 0.5
@@ -512,7 +514,7 @@ def burn_cpu(seconds: float) -> None:
 
 
 # Warm-up's figures for a model whose 64-image batch takes 1 ms: 16 µs an image.
-IDLE_INLINE = {"seconds_per_image": 1e-3 / 64, "idle_inline_max_s": 0.01}
+IDLE_INLINE = {"seconds_per_image": 1e-3 / 64, "idle_max_s": 0.01}
 
 
 def where_batches_ran(
@@ -520,13 +522,15 @@ def where_batches_ran(
     requests: list[np.ndarray],
     *,
     is_server_idle: Callable[[], bool] | None = None,
-    **overrides: object,
+    **figures: float,
 ) -> list[str]:
-    """Submit each request in turn; say where each batch ran: "loop" or "thread"."""
+    """Submit each request in turn, ``figures`` the warm-up's; say where each batch ran:
+    "loop" or "thread"."""
 
     async def scenario() -> int:
-        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, **overrides)
-        batcher = Batcher(model, config, name="fake", is_server_idle=is_server_idle)
+        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
+        inline = InlinePolicy(**figures)  # type: ignore[arg-type]
+        batcher = Batcher(model, config, name="fake", is_server_idle=is_server_idle, inline=inline)
         batcher.start()
         for images in requests:
             result = await batcher.submit(images)
@@ -542,8 +546,8 @@ def test_batches_quicker_than_a_hand_off_run_on_the_event_loop() -> None:
     where = where_batches_ran(
         ThreadRecordingRun(),
         [images_of(0.1, 2), images_of(0.1, 3)],
-        inline_max_images=2,
-        inline_max_s=1e-3,
+        max_images=2,
+        max_s=1e-3,
     )
 
     assert where == ["loop", "thread"]
@@ -575,7 +579,7 @@ def test_request_predicted_slower_than_the_idle_bound_runs_on_the_thread() -> No
 
 
 def test_without_warm_up_figures_nothing_large_runs_on_the_event_loop() -> None:
-    where = where_batches_ran(ThreadRecordingRun(), [images_of(0.1, 256)], idle_inline_max_s=0.01)
+    where = where_batches_ran(ThreadRecordingRun(), [images_of(0.1, 256)], idle_max_s=0.01)
 
     assert where == ["thread"]
 
@@ -586,8 +590,14 @@ def test_requests_gathered_into_one_batch_run_on_the_thread() -> None:
 
     async def scenario() -> int:
         nonlocal is_idle
-        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, **IDLE_INLINE)
-        batcher = Batcher(model, config, name="fake", is_server_idle=lambda: is_idle)
+        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
+        batcher = Batcher(
+            model,
+            config,
+            name="fake",
+            is_server_idle=lambda: is_idle,
+            inline=InlinePolicy(**IDLE_INLINE),
+        )
         batcher.start()
         first = await occupy(batcher, model)
         waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 4))) for _ in range(2)]
@@ -620,8 +630,8 @@ def test_a_batch_far_slower_than_promised_turns_event_loop_running_off() -> None
     where = where_batches_ran(
         model,
         [images_of(0.1, 256), images_of(0.1, 256), images_of(0.1, 1)],
-        inline_max_images=1,
-        inline_max_s=1e-3,
+        max_images=1,
+        max_s=1e-3,
         **IDLE_INLINE,
     )
 
@@ -634,8 +644,9 @@ def test_a_batch_far_slower_than_promised_turns_event_loop_running_off() -> None
 def lone_batcher(model: GatedRun, **probes: Callable[..., object]) -> Batcher:
     """A batcher whose batching loop never starts: only a request run straight from
     ``submit`` can be answered (any other would wait for GUARD_S and fail the test)."""
-    config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, **IDLE_INLINE)
-    return Batcher(model, config, name="fake", **probes)  # type: ignore[arg-type]
+    config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
+    inline = InlinePolicy(**IDLE_INLINE)
+    return Batcher(model, config, name="fake", inline=inline, **probes)  # type: ignore[arg-type]
 
 
 def test_a_lone_request_on_an_idle_batcher_is_answered_without_the_batching_loop() -> None:
@@ -680,8 +691,8 @@ def test_a_lone_request_waits_for_the_queue_when_the_server_is_busy() -> None:
 
     async def scenario() -> None:
         batcher = lone_batcher(model, is_server_idle=lambda: False)
-        batcher.config.inline_max_images = 1  # quicker than a hand-off, were it idle
-        batcher.config.inline_max_s = 1e-3
+        batcher.inline.max_images = 1  # quicker than a hand-off, were it idle
+        batcher.inline.max_s = 1e-3
         waiting = asyncio.ensure_future(batcher.submit(images_of(0.1), is_alone=True))
         await wait_until(lambda: batcher.queued_images == 1)
         batcher.start()
@@ -698,8 +709,14 @@ def test_a_lone_request_arriving_while_a_batch_runs_queues_behind_it() -> None:
 
     async def scenario() -> None:
         nonlocal is_idle
-        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, **IDLE_INLINE)
-        batcher = Batcher(model, config, name="fake", is_server_idle=lambda: is_idle)
+        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
+        batcher = Batcher(
+            model,
+            config,
+            name="fake",
+            is_server_idle=lambda: is_idle,
+            inline=InlinePolicy(**IDLE_INLINE),
+        )
         batcher.start()
         first = await occupy(batcher, model)
         is_idle = True  # as the probe may say; the batcher itself is busy
