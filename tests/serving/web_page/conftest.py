@@ -1,4 +1,8 @@
-"""Fixtures of the web-page tests: a headless Chromium, the servers, a fresh page."""
+"""Fixtures of the web-page tests: a headless Chromium, the servers, a fresh page.
+
+The browser and the servers are package-scoped: the test modules share one of each (as
+the single module they were split from did), so the split adds no start-up time.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     chromium = require_binary("chromium")
     with sync_playwright() as playwright:
@@ -33,7 +37,7 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def published_url() -> Iterator[str]:
     """A server on the real published models (what the README's screenshot shows)."""
     published = {path.parent.parent.name for path in PUBLISHED_MODELS.glob(f"*/*/{CARD_FILE}")}
@@ -43,7 +47,7 @@ def published_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def keyed_url(tiny_repo: Path) -> Iterator[str]:
     """A server that wants ``Authorization: Bearer sesame`` (tiny model: quick to start)."""
     with running_server(tiny_repo, env={"MNIST_SERVE_API_KEY": "sesame"}) as (url, _process):
