@@ -82,6 +82,18 @@ class ExampleTally:
         assert self.refused >= share * total, f"only {self.refused} of {total} were refused"
 
 
+def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
 def block_until_past(instant: float) -> None:
     """Block this thread (a job's, not the event loop's) until ``time.monotonic()`` has
     passed ``instant``: a job that outlasts a deadline whatever time it started."""

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from serving.__main__ import KEEP_ALIVE_TIMEOUT_S
-from tests.reliability.helpers import QUIET_ENV, scrape, wait_for
-from tests.support import log_entries, metric_value, running_server
+from tests.reliability.helpers import QUIET_ENV, scrape
+from tests.support import log_entries, metric_value, running_server, wait_for
 
 REQUEST_TIMEOUT_S = 1.0
 BODY_BYTES = 10_000
