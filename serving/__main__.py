@@ -90,6 +90,7 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         # Worker processes set up logging only from this, so pass ours rather than None.
         "log_config": logging_config(settings.log_level),
         "access_log": False,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         "timeout_keep_alive": KEEP_ALIVE_TIMEOUT_S,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
         "backlog": BACKLOG,

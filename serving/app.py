@@ -6,6 +6,7 @@ environment read until ``create_app`` is called.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -36,9 +38,9 @@ from serving.decode_pool import DecodePool
 from serving.errors import InvalidInput, ServingError
 from serving.fastpath import ServingApp, as_serving_app
 from serving.head import HeadAsGetMiddleware
-from serving.limits import BodyLimitMiddleware
+from serving.limits import HEAD_TIMEOUT_REPORTER, BodyLimitMiddleware
 from serving.metrics import ServingMetrics, render_metrics
-from serving.middleware import ObservabilityMiddleware
+from serving.middleware import ObservabilityMiddleware, report_head_timeout
 from serving.repository import ModelRepository
 from serving.runtime import ModelLoadError, usable_cpus
 from serving.settings import Settings
@@ -105,7 +107,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
     server = Server(settings, repository, metrics, _decode_pool(settings), watchdog)
 
     @asynccontextmanager
-    async def lifespan(app: ServingApp) -> AsyncIterator[None]:
+    async def lifespan(app: ServingApp) -> AsyncIterator[dict[str, Any]]:
         try:
             await server.repository.load_all()
         except ModelLoadError as error:
@@ -118,7 +120,12 @@ def create_app(settings: Settings | None = None) -> ServingApp:
         gc.collect()
         gc.freeze()
         logger.info("ready: serving %s", ", ".join(server.repository.names()))
-        yield
+        # The lifespan state, which the HTTP protocol sees: where its own 408s are reported.
+        yield {
+            HEAD_TIMEOUT_REPORTER: functools.partial(
+                report_head_timeout, server.metrics, settings.access_log
+            )
+        }
         server.is_draining = True
         await server.watchdog.stop()
         await server.repository.close()

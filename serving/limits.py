@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -27,6 +28,13 @@ from serving.errors import PayloadTooLarge, ServingError
 # The scope extension HeadDeadlineProtocol sets once a request's whole body has arrived:
 # reading it then cannot stall, so BodyLimitMiddleware arms no deadline timer for it.
 BODY_RECEIVED = "mnist_serve.body_received"
+# The lifespan-state key of the app's HeadTimeoutReporter: HeadDeadlineProtocol answers
+# its 408 itself, with no app running, so it tells the app (for metrics and the log).
+HEAD_TIMEOUT_REPORTER = "mnist_serve.head_timeout_reporter"
+
+# ``report(client, headers, waited_s)``: the connection's peer, the headers that arrived,
+# and how long the head was waited for.
+HeadTimeoutReporter = Callable[[tuple[str, int] | None, list[tuple[bytes, bytes]], float], None]
 
 
 class RequestTimeout(ServingError):
@@ -145,7 +153,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     The clock starts when the connection opens, and for later requests at the end of
     the packet that began their head; the head must be complete within
     ``timeout_keep_alive`` seconds, else the connection is closed (with a 408 if a head
-    had begun). A head that arrives in one packet, the usual case, sets no timer.
+    had begun, reported to the app's :data:`HEAD_TIMEOUT_REPORTER` if its lifespan state
+    has one). A head that arrives in one packet, the usual case, sets no timer.
     Use it as ``uvicorn.Config(http=...)``.
     """
 
@@ -198,15 +207,21 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self._head_deadline = None
 
     def _head_timed_out(self) -> None:
-        self._head_deadline = None
+        deadline, self._head_deadline = self._head_deadline, None
         if self.transport.is_closing():
             return
-        if self._is_head_begun:
-            body = orjson.dumps(
-                {"error": f"request headers did not arrive within {self.timeout_keep_alive} s"}
-            )
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
-            )
+        if not self._is_head_begun:  # it never asked anything: nothing to answer or report
+            self.transport.close()
+            return
+        body = orjson.dumps(
+            {"error": f"request headers did not arrive within {self.timeout_keep_alive} s"}
+        )
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
         self.transport.close()
+        report: HeadTimeoutReporter | None = self.app_state.get(HEAD_TIMEOUT_REPORTER)
+        if report is not None and deadline is not None:
+            waited_s = self.loop.time() - (deadline.when() - self.timeout_keep_alive)
+            report(self.client, self.headers, waited_s)

@@ -6,6 +6,7 @@ the README's "Defaults, and why" section has the table they were read from.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Literal
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 in containers")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    forwarded_allow_ips: CommaSeparated = Field(
+        ["127.0.0.1", "::1"],  # uvicorn's own default
+        description="Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (the "
+        "access line's client): IP addresses and networks, comma-separated or a JSON list, "
+        "or * for any peer (only where nothing but the proxy can reach the port)",
+    )
 
     # ONNX Runtime.
     device: Device = Field("cpu", description="cpu, cuda (fails without a GPU), auto")
@@ -130,6 +137,26 @@ class Settings(BaseSettings):
     # Logs.
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
     access_log: bool = Field(True, description="One JSON line per request")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _are_addresses_or_networks(cls, entries: list[str]) -> list[str]:
+        # uvicorn keeps any other entry as a literal that no peer's address ever equals,
+        # so a host name, a typo or a "*" among others would silently trust nobody.
+        if entries == ["*"]:
+            return entries
+        for entry in entries:
+            try:
+                if "/" in entry:
+                    ipaddress.ip_network(entry)
+                else:
+                    ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (10.0.0.0/8); host names are "
+                    "not resolved, and * must stand alone"
+                ) from None
+        return entries
 
     @field_validator("overload_status_code")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from serving.card import MODEL_FILE, ModelCard, TensorSpec, file_sha256
@@ -79,6 +80,18 @@ class ExampleTally:
             f"only {self.checked} of {total} examples reached the checks"
         )
         assert self.refused >= share * total, f"only {self.refused} of {total} were refused"
+
+
+def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def block_until_past(instant: float) -> None:
@@ -197,9 +210,16 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout_s:
 
 @contextmanager
 def running_server(
-    models_dir: Path, *, env: dict[str, str] | None = None, timeout_s: float = 60.0
+    models_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    log_path: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start ``mnist-serve`` (the container's command) on a free port; yield (url, process)."""
+    """Start ``mnist-serve`` (the container's command) on a free port; yield (url, process).
+
+    Its stderr (the log) goes to ``log_path`` when given, for the test to read.
+    """
     port = free_port()
     server_env = {
         **os.environ,
@@ -212,7 +232,7 @@ def running_server(
     base_url = f"http://127.0.0.1:{port}"
     # A file, not a pipe: nobody reads a pipe while the test runs, and a full one blocks
     # the server on its next log line.
-    with tempfile.TemporaryFile() as log:
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [str(executable), *SERVE_COMMAND[1:]],
             env=server_env,
@@ -235,6 +255,13 @@ def running_server(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def log_entries(log_path: Path) -> list[dict[str, Any]]:
+    """The JSON lines a server has written to ``log_path`` so far (whole lines only: the
+    last may still be being written)."""
+    written, _, _ = log_path.read_bytes().rpartition(b"\n")
+    return [orjson.loads(line) for line in written.splitlines() if line.startswith(b"{")]
 
 
 # --- Reading /metrics (observability) ---------------------------------------------------

@@ -132,6 +132,18 @@ def test_api_is_scaled_out_and_publishes_no_port_itself(default: tuple[Config, s
     assert "ports" not in api  # replicas cannot share a host port: the proxy publishes
 
 
+@pytest.mark.parametrize("variant", ["default", "gpu"])
+def test_api_believes_the_proxys_forwarded_header_and_is_reached_only_through_it(
+    variant: str, every_variant: dict[str, tuple[Config, str]]
+) -> None:
+    api = services(every_variant[variant])["api"]
+    trusted = Settings(forwarded_allow_ips=api["environment"]["MNIST_SERVE_FORWARDED_ALLOW_IPS"])
+    # Docker picks the proxy's address, so any peer is believed: safe only while no port
+    # of the api is published, so that only containers of the compose network reach it.
+    assert trusted.forwarded_allow_ips == ["*"]
+    assert "ports" not in api
+
+
 @pytest.mark.parametrize("name", sorted(ALWAYS_ON))
 def test_long_running_services_have_limits_and_restart(
     name: str, default: tuple[Config, str]

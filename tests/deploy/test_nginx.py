@@ -20,7 +20,15 @@ import pytest
 import yaml
 
 from serving.settings import Settings
-from tests.support import REPO_ROOT, free_port, require_binary, running_server, unanswered_port
+from tests.support import (
+    REPO_ROOT,
+    free_port,
+    log_entries,
+    require_binary,
+    running_server,
+    unanswered_port,
+    wait_for,
+)
 
 NGINX_CONF = REPO_ROOT / "deploy" / "nginx" / "nginx.conf"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -123,12 +131,24 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout_s: float =
 
 
 @pytest.fixture(scope="module")
-def proxy_url(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def proxied(
+    tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """The proxy in front of a server that trusts its forwarded headers as compose's `api`
+    does; yields (proxy URL, server log)."""
+    work = tmp_path_factory.mktemp("nginx")
+    log_path = work / "server.log"
+    env = {"MNIST_SERVE_FORWARDED_ALLOW_IPS": api_setting("forwarded_allow_ips")}
     with (
-        running_server(tiny_repo) as (server_url, _),
-        running_proxy(server_url, tmp_path_factory.mktemp("nginx")) as url,
+        running_server(tiny_repo, env=env, log_path=log_path) as (server_url, _),
+        running_proxy(server_url, work) as url,
     ):
-        yield url
+        yield url, log_path
+
+
+@pytest.fixture(scope="module")
+def proxy_url(proxied: tuple[str, Path]) -> str:
+    return proxied[0]
 
 
 def v2_request(images: int) -> bytes:
@@ -179,6 +199,30 @@ def test_proxy_passes_a_client_request_id_through(proxy_url: str) -> None:
         proxy_url + "/v1/models", headers={"X-Request-ID": "checkout-42"}, timeout=10
     )
     assert response.headers["x-request-id"] == "checkout-42"
+
+
+@pytest.mark.parametrize("claimed", [None, "203.0.113.7", "203.0.113.7, 198.51.100.2"])
+def test_the_replica_logs_the_proxys_client_whatever_forwarded_for_it_claims(
+    proxied: tuple[str, Path], claimed: str | None
+) -> None:
+    """A client at 127.0.0.2 (nginx listens on 127.0.0.1, and reaches the replica from
+    there): the replica's access line names the client, not the proxy, and a client
+    cannot pass itself off as another address by sending its own X-Forwarded-For."""
+    url, log_path = proxied
+    request_id = f"forwarded-{len(claimed or '')}"
+    headers = {"X-Request-ID": request_id}
+    if claimed is not None:
+        headers["X-Forwarded-For"] = claimed
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=transport, timeout=10) as client:
+        assert client.get(url + "/v1/models", headers=headers).status_code == 200
+
+    [line] = wait_for(
+        lambda: [entry for entry in log_entries(log_path) if entry.get("request_id") == request_id],
+        timeout_s=10,
+        what="the replica's access line",
+    )
+    assert line["client"] == "127.0.0.2"
 
 
 def test_no_replica_gives_a_json_502(tmp_path: Path) -> None:

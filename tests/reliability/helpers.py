@@ -6,15 +6,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import numpy as np
 import orjson
 
 from tests.support import MetricSamples, metric_samples, metric_value, tiny_logits
-
-T = TypeVar("T")
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Quiet, single-threaded servers: the machine is shared, and one ORT thread keeps a
@@ -87,18 +84,6 @@ def peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 async def until(

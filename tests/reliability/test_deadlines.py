@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.helpers import QUIET_ENV, gauge, is_correct, v2_body, wait_for
+from tests.reliability.helpers import QUIET_ENV, gauge, is_correct, v2_body
 from tests.reliability.models import SLOW_PIXEL, clean_images, marked
-from tests.support import metric_samples, metric_value, running_server
+from tests.support import metric_samples, metric_value, running_server, wait_for
 
 SLOW_VALUE = 0.1  # ~1000 Loop iterations: a batch of 50-150 ms
 BLOCKER_VALUE = 0.5  # ~5000 iterations: the model is busy for ~0.2-1 s

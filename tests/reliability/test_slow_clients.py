@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from serving.__main__ import KEEP_ALIVE_TIMEOUT_S
-from tests.reliability.helpers import QUIET_ENV
-from tests.support import running_server
+from tests.reliability.helpers import QUIET_ENV, scrape
+from tests.support import log_entries, metric_value, running_server, wait_for
 
 REQUEST_TIMEOUT_S = 1.0
 BODY_BYTES = 10_000
@@ -119,3 +119,34 @@ def test_idle_and_slow_connections_are_closed_after_the_keep_alive_timeout(
     assert "request headers did not arrive" in orjson.loads(body)["error"]
     assert silent_raw == b""  # closed without a word: it never asked anything
     assert idle_raw == b""
+
+
+def test_a_head_timed_out_is_counted_and_logged_like_any_response(
+    tiny_repo: Path, tmp_path: Path
+) -> None:
+    """The server's own 408 (no app ran) shows in the status counter and the access log,
+    so a slowloris client can be seen; a connection that never began a request cannot."""
+    log_path = tmp_path / "server.log"
+    env = {**QUIET_ENV, "MNIST_SERVE_ACCESS_LOG": "true"}
+    head = b"GET /v2/health/live HTTP/1.1\r\nhost: test\r\n" + b"x-padding: 0\r\n" * 1000
+    with running_server(tiny_repo, env=env, log_path=log_path) as (url, _):
+        silent, dribbling = connect(url), connect(url)
+        _, dribbled_raw = dribble_until_answered(dribbling, head, interval_s=0.1)
+        silent.settimeout(PATIENCE_S)
+        assert read_until_closed(silent) == b""
+        for sock in (silent, dribbling):
+            sock.close()
+        assert split_response(dribbled_raw)[0] == "HTTP/1.1 408 Request Timeout"
+        samples = scrape(url)
+        assert metric_value(samples, "mnist_serve_http_responses_total", status_code="408") == 1
+        [line] = wait_for(
+            lambda: [entry for entry in log_entries(log_path) if entry.get("status") == 408],
+            timeout_s=10,
+            what="the 408's access line",
+        )
+
+    assert (line["logger"], line["level"], line["msg"]) == ("mnist_serve.access", "info", "request")
+    assert (line["error"], line["client"]) == ("head_timeout", "127.0.0.1")
+    assert (line["method"], line["path"]) == (None, None)  # the request line may be partial
+    assert line["total_ms"] >= KEEP_ALIVE_TIMEOUT_S * 1000 * 0.9
+    assert len(line["request_id"]) == 16

@@ -6,12 +6,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from serving.__main__ import main, parse_settings, settings_as_environment, settings_problems
+from serving.__main__ import (
+    main,
+    parse_settings,
+    settings_as_environment,
+    settings_problems,
+    uvicorn_options,
+)
 from serving.settings import Settings
+from tests.support import log_entries, running_server, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +94,18 @@ def test_cors_origins_flag_is_comma_separated_repeated_or_a_json_list(args: list
     assert parse_settings(args).cors_allow_origins == ["http://a.example", "http://b.example"]
 
 
+def test_forwarded_allow_ips_default_to_uvicorns_and_reach_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert uvicorn_options(Settings())["forwarded_allow_ips"] == ["127.0.0.1", "::1"]
+    monkeypatch.setenv("MNIST_SERVE_FORWARDED_ALLOW_IPS", "10.0.0.7, 172.16.0.0/12")
+    assert uvicorn_options(parse_settings([]))["forwarded_allow_ips"] == [
+        "10.0.0.7",
+        "172.16.0.0/12",
+    ]
+    assert parse_settings(["--forwarded-allow-ips", "*"]).forwarded_allow_ips == ["*"]
+
+
 def error_lines_of_exit_2(capsys: pytest.CaptureFixture[str], args: list[str]) -> list[str]:
     """Run the CLI, expect exit status 2 (a bad setting), and return its stderr lines."""
     with pytest.raises(SystemExit) as exited:
@@ -107,6 +127,18 @@ def test_malformed_json_origins_say_how_to_write_them(
 def test_settings_error_from_pydantic_settings_is_reported_as_it_is() -> None:
     error = SettingsError('error parsing value for field "port" from source "EnvSettingsSource"')
     assert settings_problems(error) == [str(error)]
+
+
+@pytest.mark.parametrize("value", ["proxy", "10.0.0.1/8", "*,10.0.0.1"])
+def test_forwarded_allow_ips_that_could_never_match_a_peer_are_refused(value: str) -> None:
+    # uvicorn would keep a host name or a network with host bits as a literal string,
+    # which no peer address ever equals: the proxy's header would be ignored silently.
+    with pytest.raises(ValidationError) as refused:
+        Settings(forwarded_allow_ips=value)
+
+    [problem] = settings_problems(refused.value)
+    assert problem.startswith("--forwarded-allow-ips (MNIST_SERVE_FORWARDED_ALLOW_IPS): ")
+    assert "IP address" in problem
 
 
 def test_request_limit_larger_than_the_queue_is_refused() -> None:
@@ -191,3 +223,33 @@ def test_importing_serving_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules, 'serving imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def access_client(log_path: Path, request_id: str) -> str:
+    """The ``client`` of the access line of the request with ``request_id``."""
+    [line] = wait_for(
+        lambda: [entry for entry in log_entries(log_path) if entry.get("request_id") == request_id],
+        timeout_s=10,
+        what=f"the access line of {request_id}",
+    )
+    return str(line["client"])
+
+
+@pytest.mark.parametrize(
+    ("forwarded_allow_ips", "logged_client"),
+    [(None, "127.0.0.2"), ("127.0.0.2", "203.0.113.7"), ("*", "203.0.113.7")],
+)
+def test_the_access_line_names_the_forwarded_client_only_behind_a_trusted_proxy(
+    tiny_repo: Path, tmp_path: Path, forwarded_allow_ips: str | None, logged_client: str
+) -> None:
+    """A "proxy" at 127.0.0.2 (the default trusts only 127.0.0.1 and ::1) forwards a
+    request from 203.0.113.7."""
+    log_path = tmp_path / "server.log"
+    env = {"MNIST_SERVE_FORWARDED_ALLOW_IPS": forwarded_allow_ips} if forwarded_allow_ips else {}
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Request-ID": "forwarded-1"}
+    proxy = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
+    with proxy, running_server(tiny_repo, env=env, log_path=log_path) as (url, _):
+        assert proxy.get(f"{url}/v1/models", headers=headers).status_code == 200
+        client = access_client(log_path, "forwarded-1")
+
+    assert client == logged_client

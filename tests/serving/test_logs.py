@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from serving.logs import JsonFormatter, log_fields, logging_config
+from tests.support import log_entries, running_server, wait_for
 
 
 def record(message: str, *args: object, **fields: object) -> logging.LogRecord:
@@ -94,7 +100,7 @@ def test_debug_level_shows_debug_lines() -> None:
 def test_text_style_is_for_terminals() -> None:
     [access, _] = child_stderr("info", style="text")
 
-    assert "mnist_serve.access: request status=200" in access
+    assert re.search(r" mnist_serve\.access: request status=200 pid=\d+$", access), access
 
 
 SKIPPED_LOOKUPS = textwrap.dedent(
@@ -201,3 +207,76 @@ def test_log_fields_goes_through_logging_when_another_handler_listens(
 
     [record] = [record for record in caplog.records if record.name == "mnist_serve.access"]
     assert record.fields == {"status": 200}
+
+
+# A process forked after logging is configured must not print its parent's pid.
+FORKED = textwrap.dedent(
+    """
+    import logging, os
+    from serving.logs import configure_logging, log_fields
+    configure_logging("info")
+    access = logging.getLogger("mnist_serve.access")
+    log_fields(access, logging.INFO, "parent", {})
+    child = os.fork()
+    if child == 0:
+        log_fields(access, logging.INFO, "child, direct", {})
+        logging.getLogger("mnist_serve.app").info("child, through logging")
+        os._exit(0)
+    os.waitpid(child, 0)
+    print(os.getpid(), child)
+    """
+)
+
+
+def test_a_forked_child_logs_its_own_pid_not_its_parents() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", FORKED], capture_output=True, text=True, check=True
+    )
+
+    parent, child = map(int, completed.stdout.split())
+    entries = [orjson.loads(line) for line in completed.stderr.splitlines()]
+    assert {entry["msg"]: entry["pid"] for entry in entries} == {
+        "parent": parent,
+        "child, direct": child,
+        "child, through logging": child,
+    }
+
+
+def parent_pid(pid: int) -> int:
+    """From /proc/<pid>/stat: the fields after the parenthesised name are state, ppid, ..."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def wait_for_lines(
+    log_path: Path, count: int, is_wanted: Callable[[dict[str, Any]], bool], what: str
+) -> list[dict[str, Any]]:
+    """Poll a server's log until at least ``count`` of its lines are wanted; return those."""
+
+    def wanted_lines() -> list[dict[str, Any]]:
+        lines = [entry for entry in log_entries(log_path) if is_wanted(entry)]
+        return lines if len(lines) >= count else []
+
+    return wait_for(wanted_lines, timeout_s=60, what=what)
+
+
+def test_each_worker_of_a_two_worker_server_logs_its_own_pid(
+    tiny_repo: Path, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "server.log"
+    env = {"MNIST_SERVE_WORKERS": "2"}
+    with running_server(tiny_repo, env=env, log_path=log_path) as (url, server):
+        ready = wait_for_lines(
+            log_path, 2, lambda entry: entry["msg"].startswith("ready: "), "both workers ready"
+        )
+        for _ in range(10):
+            httpx.get(f"{url}/v1/models", timeout=10)
+        accessed = wait_for_lines(
+            log_path, 10, lambda entry: entry.get("path") == "/v1/models", "the access lines"
+        )
+        workers = {entry["pid"]: parent_pid(entry["pid"]) for entry in ready}
+        [started] = [e for e in log_entries(log_path) if e["msg"].startswith("Started parent")]
+
+    assert len(workers) == 2
+    assert set(workers.values()) == {server.pid}  # each a child of the server process
+    assert {entry["pid"] for entry in accessed} <= set(workers)
+    assert started["pid"] == server.pid  # the supervisor's own lines carry its pid

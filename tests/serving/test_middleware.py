@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from serving.metrics import ServingMetrics, render_metrics
-from serving.middleware import ObservabilityMiddleware, milliseconds
+from serving.middleware import ObservabilityMiddleware, milliseconds, report_head_timeout
 from tests.support import metric_samples, metric_value
 
 RECORD = SimpleNamespace(
@@ -207,6 +207,18 @@ def test_access_log_can_be_turned_off(
     response = client.post("/v1/models/tiny/predict")
 
     assert response.headers["x-request-id"]
+    assert access_records(caplog) == []
+
+
+def test_a_head_timeout_is_counted_without_the_access_log(
+    metrics: ServingMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="mnist_serve.access")
+
+    report_head_timeout(metrics, False, ("127.0.0.1", 40000), [], 5.0)
+
+    samples = metric_samples(render_metrics(metrics)[0].decode())
+    assert metric_value(samples, "mnist_serve_http_responses_total", status_code="408") == 1
     assert access_records(caplog) == []
 
 
