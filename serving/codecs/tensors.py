@@ -19,7 +19,7 @@ _UNIT_BITS = {
     np.dtype(np.float32): (np.uint32, 0x3F800000),
 }
 # Trailing shapes accepted after the batch dimension.
-_IMAGE_SHAPES = ((IMAGE_PIXELS,), (IMAGE_SIDE, IMAGE_SIDE), (1, IMAGE_SIDE, IMAGE_SIDE))
+IMAGE_SHAPES = ((IMAGE_PIXELS,), (IMAGE_SIDE, IMAGE_SIDE), (1, IMAGE_SIDE, IMAGE_SIDE))
 
 
 def check_image_count(count: int, max_images: int, field: str = "images") -> None:
@@ -42,7 +42,7 @@ def validate_images(array: np.ndarray, max_images: int, field: str = "images") -
         raise InvalidInput(f"{field}: expected numbers, got an array of dtype {array.dtype}")
     if array.ndim >= 1 and array.shape[0] == 0:
         check_image_count(0, max_images, field)
-    if array.ndim == 0 or array.shape[1:] not in _IMAGE_SHAPES:
+    if array.ndim == 0 or array.shape[1:] not in IMAGE_SHAPES:
         raise InvalidInput(
             f"{field}: expected shape (N, 784), (N, 28, 28) or (N, 1, 28, 28), "
             f"got {tuple(array.shape)}"

@@ -220,6 +220,19 @@ def test_binary_size_must_fit_the_datatype() -> None:
         decode(body, header_length)
 
 
+@pytest.mark.parametrize("shape", [[2**62, 0], [0, 2**62], [0, 1, 2**40, 2**40]])
+@pytest.mark.parametrize("is_binary", [False, True])
+def test_shape_of_no_elements_but_a_huge_dimension_is_invalid_input(
+    shape: list[int], is_binary: bool
+) -> None:
+    # Zero elements, so the data's count (0) and the binary size (0 bytes) match it.
+    tensor = binary_input(0, datatype="UINT8") if is_binary else an_input(data=[])
+    body, header_length = header_then({"inputs": [tensor | {"shape": shape}]}, b"")
+
+    with pytest.raises(InvalidInput, match="is not \\[N, 1, 28, 28\\]"):
+        decode(body, header_length if is_binary else None)
+
+
 def test_binary_data_without_the_header_length_is_refused() -> None:
     body, _ = header_then({"inputs": [binary_input(len(GOOD_RAW))]}, GOOD_RAW)
 
