@@ -39,6 +39,8 @@ _PIXEL_MAX = np.float32(255)
 _WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Triton reads ``parameters.timeout`` in microseconds.
 _MICROSECONDS_PER_S = 1_000_000
+# The parameters of Triton's sequence batching; here each request is classified alone.
+_SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,11 @@ def decode_infer_request(
     header = _load_json(view[:header_end])
     binary = view[header_end:]
     parameters = _parameters(header, "parameters")
+    if any(name in parameters for name in _SEQUENCE_PARAMETERS):
+        raise InvalidInput(
+            "sequences are not supported (parameters sequence_id, sequence_start, "
+            "sequence_end): each request is classified on its own"
+        )
     request_id = _request_id(header.get("id"))
     outputs = _requested_outputs(header, parameters, output_names)
     timeout_s = _timeout_s(parameters.get("timeout"))

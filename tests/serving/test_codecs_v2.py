@@ -318,6 +318,19 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
         "shared-memory",
     ),
     (
+        "sequence, as tritonclient sends one",
+        {
+            "parameters": {"sequence_id": 7, "sequence_start": True, "sequence_end": False},
+            "inputs": [an_input()],
+        },
+        "sequence",
+    ),
+    (
+        "sequence end only",
+        {"parameters": {"sequence_end": True}, "inputs": [an_input()]},
+        "sequence",
+    ),
+    (
         "data and binary",
         {"inputs": [an_input(parameters={"binary_data_size": 3136})]},
         "not both",
