@@ -81,8 +81,9 @@ def _describe_bad_pixel(array: np.ndarray, field: str) -> str:
         image, pixel = np.argwhere(not_finite)[0]
         return f"{field}[{image}]: pixel {pixel} is {flat[image, pixel]}; pixels must be finite"
     image, pixel = np.argwhere((flat < 0.0) | (flat > 1.0))[0]
-    hint = " (divide 0-255 pixels by 255)" if 1.0 < flat[image, pixel] <= 255.0 else ""
-    return (
-        f"{field}[{image}]: pixel {pixel} is {float(flat[image, pixel]):g}; "
-        f"pixels must be in [0, 1]{hint}"
-    )
+    value = flat[image, pixel]
+    # From 2 up it may be a raw 0-255 pixel; just above 1 it is a float's rounding.
+    hint = " (divide 0-255 pixels by 255)" if 2.0 <= value <= 255.0 else ""
+    # Its dtype's shortest exact form: six digits showed 1.0000001 as "1", in range.
+    shown = str(value).removesuffix(".0")
+    return f"{field}[{image}]: pixel {pixel} is {shown}; pixels must be in [0, 1]{hint}"
