@@ -254,6 +254,21 @@ def test_malformed_multipart_is_a_400(client: TestClient) -> None:
     assert_error(response, 400, "multipart body:")
 
 
+def test_multipart_cut_short_is_a_400_not_fewer_predictions(client: TestClient) -> None:
+    def file_part(name: str) -> bytes:
+        disposition = f'Content-Disposition: form-data; name="{name}"; filename="{name}.png"'
+        return f"--cut\r\n{disposition}\r\n\r\n".encode() + png_of_digit() + b"\r\n"
+
+    # Two whole file parts, but no closing "--cut--": the second part never ended.
+    body = file_part("first") + file_part("second")
+
+    response = client.post(
+        PREDICT, content=body, headers={"content-type": "multipart/form-data; boundary=cut"}
+    )
+
+    assert_error(response, 400, "multipart body: it ends before its closing boundary")
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 def test_unsupported_content_type_is_a_415_listing_the_accepted_ones(
     client: TestClient, content_type: str
