@@ -57,7 +57,6 @@ _DECODE_ERRORS = (
     EOFError,
     struct.error,
     zlib.error,
-    Image.DecompressionBombError,
     Image.DecompressionBombWarning,  # raised, not warned, when warnings are errors
 )
 
@@ -93,6 +92,14 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise InvalidInput(
             "image: not a picture in a supported format (" + ", ".join(FORMATS) + ")"
+        ) from None
+    except Image.DecompressionBombError:
+        # Pillow refuses a picture over twice its MAX_IMAGE_PIXELS as it opens it, before
+        # the check above, in words naming its own limit rather than the server's.
+        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise InvalidInput(
+            f"image: over {pillow_limit} pixels; "
+            f"the limit is {min(max_pixels, pillow_limit)} pixels"
         ) from None
     except _DECODE_ERRORS as error:
         raise InvalidInput(f"image: cannot be decoded ({error})") from None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import tracemalloc
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -270,6 +272,34 @@ def test_decompression_bomb_is_refused() -> None:
 
     with pytest.raises(InvalidInput, match=r"^image: "):
         decode_image(bomb, max_pixels=25_000_000)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A few dozen bytes of PNG claiming width x height 1-bit pixels (its data is a stub)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    stub = zlib.compress(bytes(64))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stub) + chunk(b"IEND", b"")
+    )
+
+
+def test_picture_pillow_refuses_on_opening_names_the_servers_limit() -> None:
+    # 100,000 x 100,000 is over twice Pillow's MAX_IMAGE_PIXELS: it refuses it as it opens
+    # it, before the server's own check, in words naming Pillow's limit.
+    bomb = png_claiming(100_000, 100_000)
+
+    with pytest.raises(InvalidInput) as refusal:
+        decode_image(bomb, max_pixels=25_000_000)
+
+    assert refusal.value.message == (
+        f"image: over {2 * Image.MAX_IMAGE_PIXELS} pixels; the limit is 25000000 pixels"
+    )
 
 
 HUGE_SIDE = 5000  # 25 MP: the largest picture the default max_image_pixels lets in
