@@ -94,6 +94,12 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
 async def _decode_body(request: Request, server: Server) -> np.ndarray:
     """The request's images as float32 (N, 1, 28, 28), chosen by its Content-Type."""
     settings = server.settings
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", ""):  # else compressed bytes would be read as pixels
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:32]!r} is not supported here; send the body "
+            "uncompressed (V2's infer route takes gzip and deflate)"
+        )
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     max_images = settings.max_images_per_request
     if content_type == docs.JSON:
