@@ -113,7 +113,7 @@ def decode_infer_request(
     json_bytes = parse_header_length(header_length, len(body))
     view = memoryview(body)
     header_end = len(view) if json_bytes is None else json_bytes
-    header = _load_json(view[:header_end])
+    header = _load_json(view[:header_end], is_whole_body=json_bytes is None)
     binary = view[header_end:]
     parameters = _parameters(header, "parameters")
     if any(name in parameters for name in _SEQUENCE_PARAMETERS):
@@ -142,10 +142,16 @@ def decode_infer_request(
     )
 
 
-def _load_json(header: memoryview) -> dict[str, Any]:
+def _load_json(header: memoryview, *, is_whole_body: bool) -> dict[str, Any]:
     try:
         document = orjson.loads(header)
     except orjson.JSONDecodeError as error:
+        # Binary bytes after the JSON, sent without the header saying where it ends.
+        if is_whole_body and b'"binary_data_size"' in header.tobytes():
+            raise InvalidInput(
+                f"the body holds binary tensor data (binary_data_size), which needs the "
+                f"{HEADER_LENGTH} header: the JSON's length in bytes ({error})"
+            ) from None
         raise InvalidInput(f"the request header is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidInput("the request must be a JSON object with an 'inputs' array")

@@ -240,6 +240,13 @@ def test_binary_data_without_the_header_length_is_refused() -> None:
         decode(body[: body.index(GOOD_RAW)])
 
 
+def test_binary_body_sent_without_the_header_length_is_refused_naming_it() -> None:
+    body, _ = header_then({"inputs": [binary_input(len(GOOD_RAW))]}, GOOD_RAW)
+
+    with pytest.raises(InvalidInput, match=f"needs the {v2.HEADER_LENGTH} header"):
+        decode(body)  # as curl --data-binary sends it, the header forgotten
+
+
 def test_bytes_after_a_json_only_request_are_refused() -> None:
     body, header_length = header_then({"inputs": [an_input()]}, b"\x00" * 8)
 
