@@ -20,6 +20,13 @@ _UNIT_BITS = {
 }
 # Trailing shapes accepted after the batch dimension.
 IMAGE_SHAPES = ((IMAGE_PIXELS,), (IMAGE_SIDE, IMAGE_SIDE), (1, IMAGE_SIDE, IMAGE_SIDE))
+# The most JSON arrays one image takes: itself, its channel and its rows (1x28x28) ...
+JSON_ARRAYS_PER_IMAGE = 2 + IMAGE_SIDE
+# ... and the most a request's other fields may add (the images' list, V2's inputs, shape).
+JSON_ARRAYS_BESIDE_IMAGES = 8
+# Up to this many times what the allowed images need is left to the parse, whose refusal
+# says more (how many images, which one is at fault); beyond, JSON is refused unparsed.
+JSON_ARRAYS_TOLERANCE = 4
 
 
 def check_image_count(count: int, max_images: int, field: str = "images") -> None:
@@ -29,6 +36,22 @@ def check_image_count(count: int, max_images: int, field: str = "images") -> Non
     if count > max_images:
         raise InvalidInput(
             f"{field}: {count} images exceed the limit of {max_images} images per request"
+        )
+
+
+def check_json_arrays(body: bytes, end: int, max_images: int, field: str) -> None:
+    """Refuse, before it is parsed, JSON with far more arrays than ``max_images`` images
+    need (``body[:end]``).
+
+    Millions of empty arrays take orjson seconds, holding the GIL (the collector scans
+    every new list), and then numpy as long again; counting them takes milliseconds.
+    """
+    needed = JSON_ARRAYS_BESIDE_IMAGES + JSON_ARRAYS_PER_IMAGE * max_images
+    arrays = body.count(b"[", 0, end)
+    if arrays > JSON_ARRAYS_TOLERANCE * needed:
+        raise InvalidInput(
+            f"{field}: {arrays} JSON arrays, far more than {max_images} images "
+            f"(the limit per request) can need ({needed})"
         )
 
 

@@ -18,6 +18,7 @@ from serving.codecs.tensors import (
     IMAGE_PIXELS,
     IMAGE_SIDE,
     check_image_count,
+    check_json_arrays,
     validate_images,
 )
 from serving.errors import InvalidInput
@@ -38,6 +39,7 @@ def decode_json_images(body: bytes, max_images: int) -> np.ndarray:
     flat = _plain_flat_images(body)
     if flat is not None:
         return validate_images(flat, max_images)  # which also checks the image count
+    check_json_arrays(body, len(body), max_images, field="body")
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:

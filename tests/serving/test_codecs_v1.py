@@ -191,6 +191,22 @@ def test_number_too_large_for_float32_is_refused_without_overflow() -> None:
         decode_json_images(json_body([flat_image_with(1e300)]), max_images=8)
 
 
+def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 8 images need at most 8 + 8 x 30 arrays (1x28x28 each): millions of empty ones take
+    # orjson seconds, holding the GIL, so a body of many times that must not reach it.
+    body = json_body([[[]] * 30] * 40)
+
+    def unparsed(document: bytes) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", unparsed)
+    expected = r"^body: 1241 JSON arrays, far more than 8 images \(the limit per request\) can"
+    with pytest.raises(InvalidInput, match=expected):
+        decode_json_images(body, max_images=8)
+
+
 def test_too_many_images_names_the_limit() -> None:
     body = json_body(random_images(3).tolist())
 

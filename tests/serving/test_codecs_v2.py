@@ -355,6 +355,21 @@ def test_malformed_request_is_invalid_input(request_json: dict[str, Any], expect
         decode(orjson.dumps(request_json))
 
 
+def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 16 images need at most 16 x 30 arrays (1x28x28 each) in 'data': millions of empty
+    # ones take orjson seconds, holding the GIL, so many times that must not reach it.
+    body = json_body(inputs=[an_input(shape=[1, 784], data=[[]] * 3000)])
+
+    def unparsed(document: bytes) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", unparsed)
+    with pytest.raises(InvalidInput, match=r"^request: 3003 JSON arrays, far more than 16 images"):
+        decode(body)
+
+
 @pytest.mark.parametrize(
     ("datatype", "values"), [("FP32", [1e300] * 784), ("FP16", [70000.0] * 784)]
 )
