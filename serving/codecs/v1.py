@@ -182,6 +182,16 @@ def _find_problem(images: list[Any]) -> str | None:
 
 def _nested_shape(values: list[Any], path: str, depth: int) -> tuple[int, ...]:
     """Shape of a regular nested list of numbers; raise _Malformed at the first offender."""
+    # Judged by its length before its items: a 16 MiB body holds 8 M numbers, seconds
+    # of this walk, and no image needs a list longer than these.
+    if depth == 1 and len(values) > IMAGE_PIXELS:
+        raise _Malformed(path, f"{_EXPECTED_IMAGE}, got a list of {len(values)} items")
+    if depth > 1 and len(values) > IMAGE_SIDE:
+        raise _Malformed(
+            path,
+            f"is a list of {len(values)} items, more than any list inside an image holds "
+            f"({IMAGE_SIDE})",
+        )
     shapes: list[tuple[int, ...]] = []
     for index, value in enumerate(values):
         item_path = f"{path}[{index}]"

@@ -161,6 +161,25 @@ def test_wrong_image_shape_is_named(image: list[Any], got: str) -> None:
         decode_json_images(json_body([image]), max_images=8)
 
 
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ([0.5] * 999 + ["x"], r"images\[0\]: expected 784 .*, got a list of 1000 items$"),
+        (
+            [[0.5] * 28] * 27 + [[0.5] * 999 + ["x"]],
+            r"images\[0\]\[27\]: is a list of 1000 items, more than any list inside an image",
+        ),
+    ],
+)
+def test_an_overlong_list_is_refused_by_its_length_unwalked(
+    image: list[Any], expected: str
+) -> None:
+    # Its items are not looked at (a 16 MiB body holds 8 M numbers: seconds of Python),
+    # so the string at its end is not what is reported.
+    with pytest.raises(InvalidInput, match=rf"^{expected}"):
+        decode_json_images(json_body([image]), max_images=8)
+
+
 def test_unwrapped_single_image_gets_a_hint() -> None:
     with pytest.raises(InvalidInput, match=r"got the number 0.5; to send one image, wrap it"):
         decode_json_images(json_body([0.5] * 784), max_images=8)
