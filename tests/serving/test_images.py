@@ -326,6 +326,31 @@ def test_a_huge_picture_is_never_copied_whole_into_arrays(huge_png: bytes) -> No
     assert peak_bytes < HUGE_SIDE**2 // 2  # half of one full-size grey copy
 
 
+@pytest.mark.parametrize("size", [(HUGE_SIDE**2, 1), (1, HUGE_SIDE**2)], ids=["row", "column"])
+def test_a_picture_one_pixel_thin_decodes_in_bounded_time_and_memory(
+    size: tuple[int, int],
+) -> None:
+    # Within max_image_pixels, and pooled by 24,415 along its length: padding each band to
+    # that on both sides once took 568 GiB for the row, and 6 GB a band for the column.
+    width, height = size
+    line = Image.new("1", size)
+    left, top = width // 3, height // 3
+    line.paste(255, (left, top, left + max(1, width // 10), top + max(1, height // 10)))
+    picture = encoded(line, optimize=True)
+
+    tracemalloc.start()
+    try:
+        pixels = decode_image(picture, max_pixels=HUGE_SIDE**2)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert pixels.shape == (28, 28)
+    # Its border is the whole picture, kept and sorted for its median: ~200 MB, not the
+    # gigabytes padding took.
+    assert peak_bytes < 256 * 2**20
+
+
 def test_a_huge_picture_gives_the_digit_a_small_one_does(huge_png: bytes) -> None:
     small = draw_digit(7, (500, 500), (0.2, 0.1, 0.8, 0.9), (0, 0, 0, 255), (255,) * 4, "RGBA", 20)
 
