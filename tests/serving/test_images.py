@@ -530,3 +530,20 @@ def test_official_test_images_as_pngs_are_still_recognised(
     original_accuracy = float((classify(originals / 255.0) == labels).mean())
     assert accuracy >= 0.97
     assert accuracy >= original_accuracy - 0.01
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))),
+    st.integers(1, 50),
+    st.sampled_from([np.maximum, np.minimum]),
+)
+def test_pooling_keeps_each_blocks_extreme_whatever_the_shape_and_factor(
+    pixels: np.ndarray, factor: int, reducer: np.ufunc
+) -> None:
+    # Blocks of factor x factor from the top left; those at the right and bottom edges
+    # hold what is left, however little (a factor beyond a side included).
+    expected = reducer.reduceat(pixels, np.arange(0, pixels.shape[0], factor), axis=0)
+    expected = reducer.reduceat(expected, np.arange(0, pixels.shape[1], factor), axis=1)
+
+    np.testing.assert_array_equal(images._pool(pixels, factor, reducer), expected)
