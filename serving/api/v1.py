@@ -9,7 +9,7 @@ line (503/429) and stops at the request's deadline (504).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,8 +17,8 @@ import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request, Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from serving.api import v1_docs as docs
 from serving.api.common import count_failure, infer, read_body, request_deadline, server_of
@@ -94,6 +94,12 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
 async def _decode_body(request: Request, server: Server) -> np.ndarray:
     """The request's images as float32 (N, 1, 28, 28), chosen by its Content-Type."""
     settings = server.settings
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", ""):  # else compressed bytes would be read as pixels
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding[:32]!r} is not supported here; send the body "
+            "uncompressed (V2's infer route takes gzip and deflate)"
+        )
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     max_images = settings.max_images_per_request
     if content_type == docs.JSON:
@@ -117,19 +123,47 @@ async def _decode_body(request: Request, server: Server) -> np.ndarray:
     )
 
 
+class _WholeMultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, refusing a body that ends before its closing
+    boundary: python-multipart, under it, drops a part cut short without a word, and the
+    request would get fewer predictions than it sent files."""
+
+    def __init__(self, headers: Headers, body: bytes, *, max_files: int, max_fields: int) -> None:
+        super().__init__(headers, self._chunks(body), max_files=max_files, max_fields=max_fields)
+        self._is_closed = False
+
+    def on_end(self) -> None:  # python-multipart calls it at the closing boundary
+        self._is_closed = True
+
+    async def _chunks(self, body: bytes) -> AsyncIterator[bytes]:
+        yield body
+        # Raised inside parse(), which then closes every file it opened.
+        if not self._is_closed:
+            raise MultiPartException(
+                "it ends before its closing boundary line '--<boundary>--', so its last "
+                "part is cut short"
+            )
+
+
 async def _decode_uploads(request: Request, server: Server) -> np.ndarray:
     """Every file part of a multipart body is one picture; other fields are ignored."""
-    await read_body(request)  # enforces max_body_bytes; the form parser reuses the bytes
+    body = await read_body(request)  # enforces max_body_bytes
     max_images = server.settings.max_images_per_request
+    parser = _WholeMultiPartParser(
+        request.headers, body, max_files=max_images, max_fields=MAX_FORM_FIELDS
+    )
     try:
-        async with request.form(max_files=max_images, max_fields=MAX_FORM_FIELDS) as form:
-            pictures = [
-                (field, value.filename, await value.read())
-                for field, value in form.multi_items()
-                if isinstance(value, UploadFile)
-            ]
-    except HTTPException as error:  # Starlette's wrapping of the multipart parser's errors
-        raise InvalidInput(f"multipart body: {error.detail}") from None
+        form = await parser.parse()
+    except MultiPartException as error:
+        raise InvalidInput(f"multipart body: {error.message}") from None
+    try:
+        pictures = [
+            (field, value.filename, await value.read())
+            for field, value in form.multi_items()
+            if isinstance(value, UploadFile)
+        ]
+    finally:
+        await form.close()
     check_image_count(len(pictures), max_images, field="multipart files")
     max_pixels = server.settings.max_image_pixels
     jobs = [

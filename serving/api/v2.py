@@ -23,11 +23,22 @@ from serving.codecs.v2 import (
     decompress_body,
     encode_infer_response,
 )
-from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
+from serving.errors import (
+    Forbidden,
+    InvalidInput,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServingError,
+)
 from serving.repository import ModelRepository, ServedModel
 from serving.runtime import ModelLoadError
 
 router = APIRouter(tags=["v2"])
+
+# Repository requests are small objects ({"ready": true}, {"parameters": {...}}; config
+# and file overrides are refused): 16 MiB of empty arrays would take orjson seconds,
+# holding the GIL for every request.
+MAX_REPOSITORY_BODY_BYTES = 64 * 1024
 
 ModelName = Annotated[str, Path(description="Model name, e.g. mnist_mlp")]
 Version = Annotated[str, Path(description="Model version (an integer folder name)")]
@@ -239,6 +250,11 @@ def _require_model_control(request: Request) -> None:
 async def _optional_json_object(request: Request) -> dict[str, Any]:
     """An optional JSON-object body: tritonclient sends "" for index, {} for load."""
     body = await read_body(request)
+    if len(body) > MAX_REPOSITORY_BODY_BYTES:  # not parsed: see the constant
+        raise PayloadTooLarge(
+            f"a repository request body is at most {MAX_REPOSITORY_BODY_BYTES} bytes; "
+            f"this one has {len(body)}"
+        )
     if not body.strip():
         return {}
     try:

@@ -57,7 +57,6 @@ _DECODE_ERRORS = (
     EOFError,
     struct.error,
     zlib.error,
-    Image.DecompressionBombError,
     Image.DecompressionBombWarning,  # raised, not warned, when warnings are errors
 )
 
@@ -93,6 +92,14 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise InvalidInput(
             "image: not a picture in a supported format (" + ", ".join(FORMATS) + ")"
+        ) from None
+    except Image.DecompressionBombError:
+        # Pillow refuses a picture over twice its MAX_IMAGE_PIXELS as it opens it, before
+        # the check above, in words naming its own limit rather than the server's.
+        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise InvalidInput(
+            f"image: over {pillow_limit} pixels; "
+            f"the limit is {min(max_pixels, pillow_limit)} pixels"
         ) from None
     except _DECODE_ERRORS as error:
         raise InvalidInput(f"image: cannot be decoded ({error})") from None
@@ -270,18 +277,27 @@ def _pool_factor(side: int, target_side: int) -> int:
 
 def _pool(pixels: np.ndarray, factor: int, reducer: np.ufunc) -> np.ndarray:
     """Shrink by an integer factor keeping each block's maximum (``np.maximum``: thin
-    strokes survive) or minimum (``np.minimum``)."""
+    strokes survive) or minimum (``np.minimum``); blocks at the edges may be smaller.
+
+    Columns, then rows: a block's reduction is that of its rows' (separable). Nothing is
+    padded: a picture one pixel thin is pooled by up to ~24,000 along its length, and
+    padding its width to that took gigabytes.
+    """
     if factor <= 1:
         return pixels
-    height, width = pixels.shape
-    # Edge padding repeats pixels already in the block: neutral for both reducers.
-    padded = np.pad(pixels, ((0, -height % factor), (0, -width % factor)), mode="edge")
-    # A running reduction over the factor^2 strided views: ~8x faster than reshape().max().
-    pooled = padded[::factor, ::factor].copy()
-    for row in range(factor):
-        for column in range(factor):
-            reducer(pooled, padded[row::factor, column::factor], out=pooled)
-    return pooled
+    # Columns: a running reduction over the strided views (at most one per column), 3-8x
+    # faster than reducing a reshaped (..., factor) axis for the usual small factors.
+    columns = pixels[:, ::factor].copy()
+    for offset in range(1, min(factor, pixels.shape[1])):
+        view = pixels[:, offset::factor]
+        reducer(columns[:, : view.shape[1]], view, out=columns[:, : view.shape[1]])
+    # Rows: the whole blocks reshaped and reduced in one call, then the rows left over.
+    whole = len(columns) - len(columns) % factor
+    blocks = columns[:whole].reshape(whole // factor, factor, columns.shape[1])
+    pooled = [reducer.reduce(blocks, axis=1)]
+    if whole < len(columns):
+        pooled.append(reducer.reduce(columns[whole:], axis=0, keepdims=True))
+    return pooled[0] if len(pooled) == 1 else np.concatenate(pooled)
 
 
 def _crop_to_ink(ink: np.ndarray, threshold: float) -> np.ndarray:

@@ -19,7 +19,14 @@ _UNIT_BITS = {
     np.dtype(np.float32): (np.uint32, 0x3F800000),
 }
 # Trailing shapes accepted after the batch dimension.
-_IMAGE_SHAPES = ((IMAGE_PIXELS,), (IMAGE_SIDE, IMAGE_SIDE), (1, IMAGE_SIDE, IMAGE_SIDE))
+IMAGE_SHAPES = ((IMAGE_PIXELS,), (IMAGE_SIDE, IMAGE_SIDE), (1, IMAGE_SIDE, IMAGE_SIDE))
+# The most JSON arrays one image takes: itself, its channel and its rows (1x28x28) ...
+JSON_ARRAYS_PER_IMAGE = 2 + IMAGE_SIDE
+# ... and the most a request's other fields may add (the images' list, V2's inputs, shape).
+JSON_ARRAYS_BESIDE_IMAGES = 8
+# Up to this many times what the allowed images need is left to the parse, whose refusal
+# says more (how many images, which one is at fault); beyond, JSON is refused unparsed.
+JSON_ARRAYS_TOLERANCE = 4
 
 
 def check_image_count(count: int, max_images: int, field: str = "images") -> None:
@@ -29,6 +36,22 @@ def check_image_count(count: int, max_images: int, field: str = "images") -> Non
     if count > max_images:
         raise InvalidInput(
             f"{field}: {count} images exceed the limit of {max_images} images per request"
+        )
+
+
+def check_json_arrays(body: bytes, end: int, max_images: int, field: str) -> None:
+    """Refuse, before it is parsed, JSON with far more arrays than ``max_images`` images
+    need (``body[:end]``).
+
+    Millions of empty arrays take orjson seconds, holding the GIL (the collector scans
+    every new list), and then numpy as long again; counting them takes milliseconds.
+    """
+    needed = JSON_ARRAYS_BESIDE_IMAGES + JSON_ARRAYS_PER_IMAGE * max_images
+    arrays = body.count(b"[", 0, end)
+    if arrays > JSON_ARRAYS_TOLERANCE * needed:
+        raise InvalidInput(
+            f"{field}: {arrays} JSON arrays, far more than {max_images} images "
+            f"(the limit per request) can need ({needed})"
         )
 
 
@@ -42,7 +65,7 @@ def validate_images(array: np.ndarray, max_images: int, field: str = "images") -
         raise InvalidInput(f"{field}: expected numbers, got an array of dtype {array.dtype}")
     if array.ndim >= 1 and array.shape[0] == 0:
         check_image_count(0, max_images, field)
-    if array.ndim == 0 or array.shape[1:] not in _IMAGE_SHAPES:
+    if array.ndim == 0 or array.shape[1:] not in IMAGE_SHAPES:
         raise InvalidInput(
             f"{field}: expected shape (N, 784), (N, 28, 28) or (N, 1, 28, 28), "
             f"got {tuple(array.shape)}"
@@ -81,8 +104,9 @@ def _describe_bad_pixel(array: np.ndarray, field: str) -> str:
         image, pixel = np.argwhere(not_finite)[0]
         return f"{field}[{image}]: pixel {pixel} is {flat[image, pixel]}; pixels must be finite"
     image, pixel = np.argwhere((flat < 0.0) | (flat > 1.0))[0]
-    hint = " (divide 0-255 pixels by 255)" if 1.0 < flat[image, pixel] <= 255.0 else ""
-    return (
-        f"{field}[{image}]: pixel {pixel} is {float(flat[image, pixel]):g}; "
-        f"pixels must be in [0, 1]{hint}"
-    )
+    value = flat[image, pixel]
+    # From 2 up it may be a raw 0-255 pixel; just above 1 it is a float's rounding.
+    hint = " (divide 0-255 pixels by 255)" if 2.0 <= value <= 255.0 else ""
+    # Its dtype's shortest exact form: six digits showed 1.0000001 as "1", in range.
+    shown = str(value).removesuffix(".0")
+    return f"{field}[{image}]: pixel {pixel} is {shown}; pixels must be in [0, 1]{hint}"

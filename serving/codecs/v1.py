@@ -18,6 +18,7 @@ from serving.codecs.tensors import (
     IMAGE_PIXELS,
     IMAGE_SIDE,
     check_image_count,
+    check_json_arrays,
     validate_images,
 )
 from serving.errors import InvalidInput
@@ -38,6 +39,7 @@ def decode_json_images(body: bytes, max_images: int) -> np.ndarray:
     flat = _plain_flat_images(body)
     if flat is not None:
         return validate_images(flat, max_images)  # which also checks the image count
+    check_json_arrays(body, len(body), max_images, field="body")
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -180,6 +182,16 @@ def _find_problem(images: list[Any]) -> str | None:
 
 def _nested_shape(values: list[Any], path: str, depth: int) -> tuple[int, ...]:
     """Shape of a regular nested list of numbers; raise _Malformed at the first offender."""
+    # Judged by its length before its items: a 16 MiB body holds 8 M numbers, seconds
+    # of this walk, and no image needs a list longer than these.
+    if depth == 1 and len(values) > IMAGE_PIXELS:
+        raise _Malformed(path, f"{_EXPECTED_IMAGE}, got a list of {len(values)} items")
+    if depth > 1 and len(values) > IMAGE_SIDE:
+        raise _Malformed(
+            path,
+            f"is a list of {len(values)} items, more than any list inside an image holds "
+            f"({IMAGE_SIDE})",
+        )
     shapes: list[tuple[int, ...]] = []
     for index, value in enumerate(values):
         item_path = f"{path}[{index}]"

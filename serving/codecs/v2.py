@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving.codecs.tensors import validate_images
+from serving.codecs.tensors import IMAGE_SHAPES, check_json_arrays, validate_images
 from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -39,6 +39,8 @@ _PIXEL_MAX = np.float32(255)
 _WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Triton reads ``parameters.timeout`` in microseconds.
 _MICROSECONDS_PER_S = 1_000_000
+# The parameters of Triton's sequence batching; here each request is classified alone.
+_SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,15 @@ def decode_infer_request(
     json_bytes = parse_header_length(header_length, len(body))
     view = memoryview(body)
     header_end = len(view) if json_bytes is None else json_bytes
-    header = _load_json(view[:header_end])
+    check_json_arrays(body, header_end, max_images, field="request")
+    header = _load_json(view[:header_end], is_whole_body=json_bytes is None)
     binary = view[header_end:]
     parameters = _parameters(header, "parameters")
+    if any(name in parameters for name in _SEQUENCE_PARAMETERS):
+        raise InvalidInput(
+            "sequences are not supported (parameters sequence_id, sequence_start, "
+            "sequence_end): each request is classified on its own"
+        )
     request_id = _request_id(header.get("id"))
     outputs = _requested_outputs(header, parameters, output_names)
     timeout_s = _timeout_s(parameters.get("timeout"))
@@ -135,10 +143,16 @@ def decode_infer_request(
     )
 
 
-def _load_json(header: memoryview) -> dict[str, Any]:
+def _load_json(header: memoryview, *, is_whole_body: bool) -> dict[str, Any]:
     try:
         document = orjson.loads(header)
     except orjson.JSONDecodeError as error:
+        # Binary bytes after the JSON, sent without the header saying where it ends.
+        if is_whole_body and b'"binary_data_size"' in header.tobytes():
+            raise InvalidInput(
+                f"the body holds binary tensor data (binary_data_size), which needs the "
+                f"{HEADER_LENGTH} header: the JSON's length in bytes ({error})"
+            ) from None
         raise InvalidInput(f"the request header is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidInput("the request must be a JSON object with an 'inputs' array")
@@ -207,7 +221,9 @@ def _decode_tensor(
 def _shape(shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape[:8]):
         raise InvalidInput("input 'shape' must be an array of non-negative integers")
-    if not 2 <= len(shape) <= 4:
+    # Checked before any array is made: a shape of no elements (a 0 in it) passes the
+    # data's count, and numpy refuses one with a huge dimension beside the 0.
+    if len(shape) < 2 or tuple(shape[1:]) not in IMAGE_SHAPES:
         raise InvalidInput(
             f"input shape {shape[:8]} is not [N, 1, 28, 28], [N, 28, 28] or [N, 784]"
         )

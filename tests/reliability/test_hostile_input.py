@@ -166,11 +166,15 @@ def real_bomb(side: int) -> bytes:
 
 
 BOMBS = {
-    # Pillow's own guard refuses anything over twice its MAX_IMAGE_PIXELS (~179 M pixels).
-    "lying-header-10G-pixels": (lying_header_bomb, "exceeds limit"),
-    "real-400M-pixels": (lambda: real_bomb(20_000), "exceeds limit"),
+    # Pillow's own guard refuses anything over twice its MAX_IMAGE_PIXELS (~179 M pixels)
+    # as it opens it; the answer still names the service's limit.
+    "lying-header-10G-pixels": (lying_header_bomb, "over 178956970 pixels; the limit is 25000000"),
+    "real-400M-pixels": (lambda: real_bomb(20_000), "over 178956970 pixels; the limit is 25000000"),
     # Under Pillow's radar: the service's max_image_pixels (25 M) refuses it.
-    "real-36M-pixels": (lambda: real_bomb(6_000), "the limit is 25000000 pixels"),
+    "real-36M-pixels": (
+        lambda: real_bomb(6_000),
+        "6000x6000 is 36000000 pixels; the limit is 25000000",
+    ),
 }
 
 

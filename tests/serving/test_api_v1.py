@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -254,6 +256,21 @@ def test_malformed_multipart_is_a_400(client: TestClient) -> None:
     assert_error(response, 400, "multipart body:")
 
 
+def test_multipart_cut_short_is_a_400_not_fewer_predictions(client: TestClient) -> None:
+    def file_part(name: str) -> bytes:
+        disposition = f'Content-Disposition: form-data; name="{name}"; filename="{name}.png"'
+        return f"--cut\r\n{disposition}\r\n\r\n".encode() + png_of_digit() + b"\r\n"
+
+    # Two whole file parts, but no closing "--cut--": the second part never ended.
+    body = file_part("first") + file_part("second")
+
+    response = client.post(
+        PREDICT, content=body, headers={"content-type": "multipart/form-data; boundary=cut"}
+    )
+
+    assert_error(response, 400, "multipart body: it ends before its closing boundary")
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 def test_unsupported_content_type_is_a_415_listing_the_accepted_ones(
     client: TestClient, content_type: str
@@ -266,6 +283,35 @@ def test_unsupported_content_type_is_a_415_listing_the_accepted_ones(
 
 def test_missing_content_type_is_a_415(client: TestClient) -> None:
     assert_error(client.post(PREDICT, content=b"{}"), 415, "no Content-Type; send one of")
+
+
+def gzip_octet_body_of_whole_images() -> bytes:
+    """Two images' pixels gzipped into a body whose length is itself a multiple of 784."""
+    rng = np.random.default_rng(0)
+    for size in range(2 * 784, 3 * 784):  # random bytes do not compress: ~size + 20
+        body = gzip.compress(rng.integers(0, 256, size, dtype=np.uint8).tobytes(), mtime=0)
+        if len(body) % 784 == 0:
+            return body
+    raise AssertionError("no gzip body of a whole number of images")
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (OCTET, gzip_octet_body_of_whole_images()),
+        (JSON, gzip.compress(orjson.dumps({"images": random_images(1).tolist()}))),
+        ({**PNG, "content-encoding": "deflate"}, zlib.compress(png_of_digit())),
+    ],
+    ids=["octet", "json", "png"],
+)
+def test_compressed_body_is_a_415_not_read_as_it_is(
+    client: TestClient, headers: dict[str, str], body: bytes
+) -> None:
+    headers = {"content-encoding": "gzip"} | headers
+
+    response = client.post(PREDICT, content=body, headers=headers)
+
+    assert_error(response, 415, "Content-Encoding")
 
 
 @pytest.mark.parametrize(

@@ -283,6 +283,23 @@ def test_malformed_repository_request_is_400(
     assert expected in response.json()["error"]
 
 
+def test_repository_body_over_64_kib_is_refused_unparsed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Millions of empty arrays would take orjson seconds, holding the GIL, and a
+    # repository request is a small object ({"ready": true}, {"parameters": {...}}).
+    body = b'{"ready": true, "x": [' + b"[]," * 30_000 + b"[]]}"
+
+    def unparsed(document: bytes) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", unparsed)
+    response = client.post("/v2/repository/index", content=body)
+
+    assert response.status_code == 413
+    assert "65536" in response.json()["error"]
+
+
 @pytest.mark.parametrize("action", ["load", "unload"])
 def test_load_and_unload_are_refused_unless_model_control_is_on(
     tiny_repo: Path, action: str

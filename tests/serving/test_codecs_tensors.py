@@ -84,6 +84,22 @@ def test_raw_0_255_pixels_are_refused_with_a_hint() -> None:
         validate_images(array, max_images=8)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "value", "shown"),
+    [(np.float32, 1.0000001, "1.0000001"), (np.float64, 1.00000001, "1.00000001")],
+)
+def test_pixel_just_above_1_is_shown_as_sent_without_the_0_255_hint(
+    dtype: type, value: float, shown: str
+) -> None:
+    array = np.zeros((1, 784), dtype=dtype)
+    array[0, 7] = value
+
+    with pytest.raises(InvalidInput) as refusal:
+        validate_images(array, max_images=8)
+
+    assert refusal.value.message == f"images[0]: pixel 7 is {shown}; pixels must be in [0, 1]"
+
+
 def test_negative_pixel_is_refused() -> None:
     array = np.zeros((1, 28, 28), dtype=np.float64)
     array[0, 1, 2] = -0.25

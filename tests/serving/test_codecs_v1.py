@@ -161,6 +161,25 @@ def test_wrong_image_shape_is_named(image: list[Any], got: str) -> None:
         decode_json_images(json_body([image]), max_images=8)
 
 
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ([0.5] * 999 + ["x"], r"images\[0\]: expected 784 .*, got a list of 1000 items$"),
+        (
+            [[0.5] * 28] * 27 + [[0.5] * 999 + ["x"]],
+            r"images\[0\]\[27\]: is a list of 1000 items, more than any list inside an image",
+        ),
+    ],
+)
+def test_an_overlong_list_is_refused_by_its_length_unwalked(
+    image: list[Any], expected: str
+) -> None:
+    # Its items are not looked at (a 16 MiB body holds 8 M numbers: seconds of Python),
+    # so the string at its end is not what is reported.
+    with pytest.raises(InvalidInput, match=rf"^{expected}"):
+        decode_json_images(json_body([image]), max_images=8)
+
+
 def test_unwrapped_single_image_gets_a_hint() -> None:
     with pytest.raises(InvalidInput, match=r"got the number 0.5; to send one image, wrap it"):
         decode_json_images(json_body([0.5] * 784), max_images=8)
@@ -189,6 +208,22 @@ def test_number_too_large_for_float32_is_refused_without_overflow() -> None:
     expected = r"^images\[0\]: pixel 783 is 1e\+300; pixels must be in \[0, 1\]$"
     with pytest.raises(InvalidInput, match=expected):
         decode_json_images(json_body([flat_image_with(1e300)]), max_images=8)
+
+
+def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 8 images need at most 8 + 8 x 30 arrays (1x28x28 each): millions of empty ones take
+    # orjson seconds, holding the GIL, so a body of many times that must not reach it.
+    body = json_body([[[]] * 30] * 40)
+
+    def unparsed(document: bytes) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", unparsed)
+    expected = r"^body: 1241 JSON arrays, far more than 8 images \(the limit per request\) can"
+    with pytest.raises(InvalidInput, match=expected):
+        decode_json_images(body, max_images=8)
 
 
 def test_too_many_images_names_the_limit() -> None:

@@ -220,11 +220,31 @@ def test_binary_size_must_fit_the_datatype() -> None:
         decode(body, header_length)
 
 
+@pytest.mark.parametrize("shape", [[2**62, 0], [0, 2**62], [0, 1, 2**40, 2**40]])
+@pytest.mark.parametrize("is_binary", [False, True])
+def test_shape_of_no_elements_but_a_huge_dimension_is_invalid_input(
+    shape: list[int], is_binary: bool
+) -> None:
+    # Zero elements, so the data's count (0) and the binary size (0 bytes) match it.
+    tensor = binary_input(0, datatype="UINT8") if is_binary else an_input(data=[])
+    body, header_length = header_then({"inputs": [tensor | {"shape": shape}]}, b"")
+
+    with pytest.raises(InvalidInput, match="is not \\[N, 1, 28, 28\\]"):
+        decode(body, header_length if is_binary else None)
+
+
 def test_binary_data_without_the_header_length_is_refused() -> None:
     body, _ = header_then({"inputs": [binary_input(len(GOOD_RAW))]}, GOOD_RAW)
 
     with pytest.raises(InvalidInput, match=v2.HEADER_LENGTH):
         decode(body[: body.index(GOOD_RAW)])
+
+
+def test_binary_body_sent_without_the_header_length_is_refused_naming_it() -> None:
+    body, _ = header_then({"inputs": [binary_input(len(GOOD_RAW))]}, GOOD_RAW)
+
+    with pytest.raises(InvalidInput, match=f"needs the {v2.HEADER_LENGTH} header"):
+        decode(body)  # as curl --data-binary sends it, the header forgotten
 
 
 def test_bytes_after_a_json_only_request_are_refused() -> None:
@@ -305,6 +325,19 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
         "shared-memory",
     ),
     (
+        "sequence, as tritonclient sends one",
+        {
+            "parameters": {"sequence_id": 7, "sequence_start": True, "sequence_end": False},
+            "inputs": [an_input()],
+        },
+        "sequence",
+    ),
+    (
+        "sequence end only",
+        {"parameters": {"sequence_end": True}, "inputs": [an_input()]},
+        "sequence",
+    ),
+    (
         "data and binary",
         {"inputs": [an_input(parameters={"binary_data_size": 3136})]},
         "not both",
@@ -320,6 +353,21 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
 def test_malformed_request_is_invalid_input(request_json: dict[str, Any], expected: str) -> None:
     with pytest.raises(InvalidInput, match=expected):
         decode(orjson.dumps(request_json))
+
+
+def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 16 images need at most 16 x 30 arrays (1x28x28 each) in 'data': millions of empty
+    # ones take orjson seconds, holding the GIL, so many times that must not reach it.
+    body = json_body(inputs=[an_input(shape=[1, 784], data=[[]] * 3000)])
+
+    def unparsed(document: bytes) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", unparsed)
+    with pytest.raises(InvalidInput, match=r"^request: 3003 JSON arrays, far more than 16 images"):
+        decode(body)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import tracemalloc
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -272,6 +274,34 @@ def test_decompression_bomb_is_refused() -> None:
         decode_image(bomb, max_pixels=25_000_000)
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A few dozen bytes of PNG claiming width x height 1-bit pixels (its data is a stub)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    stub = zlib.compress(bytes(64))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stub) + chunk(b"IEND", b"")
+    )
+
+
+def test_picture_pillow_refuses_on_opening_names_the_servers_limit() -> None:
+    # 100,000 x 100,000 is over twice Pillow's MAX_IMAGE_PIXELS: it refuses it as it opens
+    # it, before the server's own check, in words naming Pillow's limit.
+    bomb = png_claiming(100_000, 100_000)
+
+    with pytest.raises(InvalidInput) as refusal:
+        decode_image(bomb, max_pixels=25_000_000)
+
+    assert refusal.value.message == (
+        f"image: over {2 * Image.MAX_IMAGE_PIXELS} pixels; the limit is 25000000 pixels"
+    )
+
+
 HUGE_SIDE = 5000  # 25 MP: the largest picture the default max_image_pixels lets in
 
 
@@ -294,6 +324,31 @@ def test_a_huge_picture_is_never_copied_whole_into_arrays(huge_png: bytes) -> No
 
     assert_mnist_like(pixels)
     assert peak_bytes < HUGE_SIDE**2 // 2  # half of one full-size grey copy
+
+
+@pytest.mark.parametrize("size", [(HUGE_SIDE**2, 1), (1, HUGE_SIDE**2)], ids=["row", "column"])
+def test_a_picture_one_pixel_thin_decodes_in_bounded_time_and_memory(
+    size: tuple[int, int],
+) -> None:
+    # Within max_image_pixels, and pooled by 24,415 along its length: padding each band to
+    # that on both sides once took 568 GiB for the row, and 6 GB a band for the column.
+    width, height = size
+    line = Image.new("1", size)
+    left, top = width // 3, height // 3
+    line.paste(255, (left, top, left + max(1, width // 10), top + max(1, height // 10)))
+    picture = encoded(line, optimize=True)
+
+    tracemalloc.start()
+    try:
+        pixels = decode_image(picture, max_pixels=HUGE_SIDE**2)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert pixels.shape == (28, 28)
+    # Its border is the whole picture, kept and sorted for its median: ~200 MB, not the
+    # gigabytes padding took.
+    assert peak_bytes < 256 * 2**20
 
 
 def test_a_huge_picture_gives_the_digit_a_small_one_does(huge_png: bytes) -> None:
@@ -475,3 +530,20 @@ def test_official_test_images_as_pngs_are_still_recognised(
     original_accuracy = float((classify(originals / 255.0) == labels).mean())
     assert accuracy >= 0.97
     assert accuracy >= original_accuracy - 0.01
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))),
+    st.integers(1, 50),
+    st.sampled_from([np.maximum, np.minimum]),
+)
+def test_pooling_keeps_each_blocks_extreme_whatever_the_shape_and_factor(
+    pixels: np.ndarray, factor: int, reducer: np.ufunc
+) -> None:
+    # Blocks of factor x factor from the top left; those at the right and bottom edges
+    # hold what is left, however little (a factor beyond a side included).
+    expected = reducer.reduceat(pixels, np.arange(0, pixels.shape[0], factor), axis=0)
+    expected = reducer.reduceat(expected, np.arange(0, pixels.shape[1], factor), axis=1)
+
+    np.testing.assert_array_equal(images._pool(pixels, factor, reducer), expected)
