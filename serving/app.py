@@ -38,9 +38,9 @@ from serving.decode_pool import DecodePool
 from serving.errors import InvalidInput, ServingError
 from serving.fastpath import ServingApp, as_serving_app
 from serving.head import HeadAsGetMiddleware
-from serving.limits import HEAD_TIMEOUT_REPORTER, BodyLimitMiddleware
+from serving.limits import PROTOCOL_ANSWER_REPORTER, BodyLimitMiddleware
 from serving.metrics import ServingMetrics, render_metrics
-from serving.middleware import ObservabilityMiddleware, report_head_timeout
+from serving.middleware import ObservabilityMiddleware, report_protocol_answer
 from serving.repository import ModelRepository
 from serving.runtime import ModelLoadError, usable_cpus
 from serving.settings import Settings
@@ -120,10 +120,11 @@ def create_app(settings: Settings | None = None) -> ServingApp:
         gc.collect()
         gc.freeze()
         logger.info("ready: serving %s", ", ".join(server.repository.names()))
-        # The lifespan state, which the HTTP protocol sees: where its own 408s are reported.
+        # The lifespan state, which the HTTP protocol sees: where its own answers (408, 400)
+        # are reported.
         yield {
-            HEAD_TIMEOUT_REPORTER: functools.partial(
-                report_head_timeout, server.metrics, settings.access_log
+            PROTOCOL_ANSWER_REPORTER: functools.partial(
+                report_protocol_answer, server.metrics, settings.access_log
             )
         }
         server.is_draining = True

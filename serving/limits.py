@@ -8,12 +8,17 @@
 - Connections: :class:`HeadDeadlineProtocol` closes a connection that sends no request,
   or dribbles a request's line and headers, for longer than uvicorn's keep-alive timeout
   (uvicorn itself times out only idle connections that have served a request).
+
+What the protocol answers itself, with no app running (this 408, and a 400 to a request
+it cannot parse), it reports to the app's :data:`PROTOCOL_ANSWER_REPORTER`, so the
+answer is counted and logged like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -28,13 +33,19 @@ from serving.errors import PayloadTooLarge, ServingError
 # The scope extension HeadDeadlineProtocol sets once a request's whole body has arrived:
 # reading it then cannot stall, so BodyLimitMiddleware arms no deadline timer for it.
 BODY_RECEIVED = "mnist_serve.body_received"
-# The lifespan-state key of the app's HeadTimeoutReporter: HeadDeadlineProtocol answers
-# its 408 itself, with no app running, so it tells the app (for metrics and the log).
-HEAD_TIMEOUT_REPORTER = "mnist_serve.head_timeout_reporter"
+# The lifespan-state key of the app's ProtocolAnswerReporter: the protocol answers a
+# head it stopped waiting for, or could not parse, itself, with no app running, so it
+# tells the app (for metrics and the log).
+PROTOCOL_ANSWER_REPORTER = "mnist_serve.protocol_answer_reporter"
+# The access line's ``error`` for a request whose head the server stopped waiting for.
+HEAD_TIMEOUT_REASON = "head_timeout"
 
-# ``report(client, headers, waited_s)``: the connection's peer, the headers that arrived,
-# and how long the head was waited for.
-HeadTimeoutReporter = Callable[[tuple[str, int] | None, list[tuple[bytes, bytes]], float], None]
+# ``report(status, reason, client, headers, waited_s)``: the status answered, the access
+# line's ``error``, the connection's peer, the headers that arrived, and how long the
+# head was waited for.
+ProtocolAnswerReporter = Callable[
+    [int, str, tuple[str, int] | None, list[tuple[bytes, bytes]], float], None
+]
 
 
 class RequestTimeout(ServingError):
@@ -153,8 +164,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     The clock starts when the connection opens, and for later requests at the end of
     the packet that began their head; the head must be complete within
     ``timeout_keep_alive`` seconds, else the connection is closed (with a 408 if a head
-    had begun, reported to the app's :data:`HEAD_TIMEOUT_REPORTER` if its lifespan state
-    has one). A head that arrives in one packet, the usual case, sets no timer.
+    had begun: see :meth:`answer_alone`). A head that arrives in one packet, the usual
+    case, sets no timer.
     Use it as ``uvicorn.Config(http=...)``.
     """
 
@@ -213,15 +224,24 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if not self._is_head_begun:  # it never asked anything: nothing to answer or report
             self.transport.close()
             return
-        body = orjson.dumps(
-            {"error": f"request headers did not arrive within {self.timeout_keep_alive} s"}
+        overdue_s = 0.0 if deadline is None else self.loop.time() - deadline.when()
+        self.answer_alone(
+            408,
+            HEAD_TIMEOUT_REASON,
+            f"request headers did not arrive within {self.timeout_keep_alive} s",
+            self.timeout_keep_alive + overdue_s,
         )
+
+    def answer_alone(self, status: int, reason: str, message: str, waited_s: float) -> None:
+        """Answer ``{"error": message}`` and close, with no app running; then report it to
+        the app's :data:`PROTOCOL_ANSWER_REPORTER`, if its lifespan state has one."""
+        body = orjson.dumps({"error": message})
         self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, HTTPStatus(status).phrase.encode(), len(body), body)
         )
         self.transport.close()
-        report: HeadTimeoutReporter | None = self.app_state.get(HEAD_TIMEOUT_REPORTER)
-        if report is not None and deadline is not None:
-            waited_s = self.loop.time() - (deadline.when() - self.timeout_keep_alive)
-            report(self.client, self.headers, waited_s)
+        report: ProtocolAnswerReporter | None = self.app_state.get(PROTOCOL_ANSWER_REPORTER)
+        if report is not None:
+            report(status, reason, self.client, self.headers, waited_s)

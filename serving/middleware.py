@@ -39,9 +39,6 @@ QUIET_PATHS = frozenset(
     {"/metrics", "/health", "/healthz", "/livez", "/readyz", "/v2/health/live", "/v2/health/ready"}
 )
 
-# The access line's ``error`` for a request whose head the server stopped waiting for.
-HEAD_TIMEOUT_REASON = "head_timeout"
-
 access_logger = logging.getLogger("mnist_serve.access")
 
 
@@ -162,32 +159,36 @@ class ObservabilityMiddleware:
         log_fields(access_logger, level, "request", fields)
 
 
-def report_head_timeout(
+def report_protocol_answer(
     metrics: ServingMetrics,
     access_log: bool,
+    status: int,
+    reason: str,
     client: tuple[str, int] | None,
     headers: list[tuple[bytes, bytes]],
     waited_s: float,
 ) -> None:
-    """Count and log the 408 the HTTP server answered itself to a request whose line and
-    headers did not arrive in time (``serving.limits.HeadDeadlineProtocol``): no app ran,
-    so no middleware saw it. Bind the first two arguments and leave it in the lifespan
-    state under ``serving.limits.HEAD_TIMEOUT_REPORTER``.
+    """Count and log what the HTTP server answered itself, with no app running, so no
+    middleware saw it: a 408 to a request whose line and headers did not arrive in time,
+    a 400 to one it could not parse (``serving.limits.HeadDeadlineProtocol.answer_alone``).
+    Bind the first two arguments and leave it in the lifespan state under
+    ``serving.limits.PROTOCOL_ANSWER_REPORTER``.
 
-    Its line has no method or path (the request line may be cut short) and no route, and
-    its client is the connection's peer (no proxy header is read from a partial head).
+    Its line has no method or path (the request line may be cut short or unreadable) and
+    no route, and its client is the connection's peer (no proxy header is read from a
+    partial head).
     """
-    metrics.http_response(408)
+    metrics.http_response(status)
     if not access_log or not access_logger.isEnabledFor(logging.INFO):
         return
     fields = {
         "request_id": request_id_from(headers),
         "method": None,
         "path": None,
-        "status": 408,
+        "status": status,
         "total_ms": milliseconds(waited_s),
         "client": client[0] if client else None,
-        "error": HEAD_TIMEOUT_REASON,
+        "error": reason,
     }
     log_fields(access_logger, logging.INFO, "request", fields)
 

@@ -21,6 +21,8 @@ from typing import Any
 from serving.api.common import SERVER_TASKS
 from serving.shutdown import DrainingHttpProtocol
 
+# The access line's ``error`` for a request the HTTP parser could not read.
+MALFORMED_HTTP_REASON = "malformed_http"
 # Past this many held bytes a write goes out at once, so a large or streamed body still
 # meets the transport's flow control (its high-water mark is 64 KiB too).
 FLUSH_AT_BYTES = 64 * 1024
@@ -90,6 +92,17 @@ class ServingHttpProtocol(DrainingHttpProtocol):
         super().on_headers_complete()
         # uvicorn has just made this request's task and added it to the set.
         self.scope.setdefault("extensions", {})[SERVER_TASKS] = self.server_state.tasks
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser could not read: a JSON 400 like every other error (uvicorn
+        sends plain text), counted and logged (uvicorn logs only a warning)."""
+        self.answer_alone(
+            400,
+            MALFORMED_HTTP_REASON,
+            "the request could not be parsed as HTTP/1.1 (its request line or headers are"
+            " malformed)",
+            0.0,
+        )
 
     def on_response_complete(self) -> None:
         # Alone, the answer leaves now, not after the app's after-work (its access line,

@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from serving.metrics import ServingMetrics, render_metrics
-from serving.middleware import ObservabilityMiddleware, milliseconds, report_head_timeout
+from serving.middleware import ObservabilityMiddleware, milliseconds, report_protocol_answer
 from tests.support import metric_samples, metric_value
 
 RECORD = SimpleNamespace(
@@ -215,7 +215,7 @@ def test_a_head_timeout_is_counted_without_the_access_log(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="mnist_serve.access")
 
-    report_head_timeout(metrics, False, ("127.0.0.1", 40000), [], 5.0)
+    report_protocol_answer(metrics, False, 408, "head_timeout", ("127.0.0.1", 40000), [], 5.0)
 
     samples = metric_samples(render_metrics(metrics)[0].decode())
     assert metric_value(samples, "mnist_serve_http_responses_total", status_code="408") == 1
