@@ -182,6 +182,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         note_error(request.scope, HTTP_ERROR_REASONS.get(error.status_code, "http_error"))
         if error.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"
+        elif error.status_code == 405 and error.headers and "Allow" in error.headers:
+            message = (
+                f"method {request.method} is not allowed on {request.url.path}; "
+                f"allowed: {error.headers['Allow']}"
+            )
         return error_response(error.status_code, message, error.headers)
 
     @app.exception_handler(Exception)

@@ -7,6 +7,15 @@ is known; never catch ``Exception`` to hide a bug.
 
 from __future__ import annotations
 
+# Longest client-sent name an error message quotes whole.
+QUOTED_CHARS = 64
+
+
+def quoted(text: str) -> str:
+    """``repr(text)``, cut to QUOTED_CHARS characters and an ellipsis: a name a client
+    sent, echoed in its error, stays readable however long it was."""
+    return repr(text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "…")
+
 
 class ServingError(Exception):
     """Base error: a message for the client, an HTTP status, optional headers.

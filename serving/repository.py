@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from serving.batcher import Batcher, BatcherConfig
 from serving.card import CARD_FILE, MODEL_FILE, ModelCard, file_sha256
-from serving.errors import ModelNotFound, ModelNotReady
+from serving.errors import ModelNotFound, ModelNotReady, quoted
 from serving.metrics import ServingMetrics
 from serving.runtime import ModelLoadError, OnnxRuntimeModel, default_intra_op_threads
 from serving.settings import Settings
@@ -101,14 +101,16 @@ class ModelRepository:
         """The model version to serve; the highest version when none is asked."""
         versions = self._models.get(name)
         if not versions:
-            raise ModelNotFound(f"model {name!r} not found; available: {sorted(self._models)}")
+            available = sorted(self._models)
+            raise ModelNotFound(f"model {quoted(name)} not found; available: {available}")
         if version is None:
             model = versions[max(versions, key=int)]
         elif version in versions:
             model = versions[version]
         else:
             raise ModelNotFound(
-                f"model {name!r} has no version {version!r}; available: {sorted(versions, key=int)}"
+                f"model {name!r} has no version {quoted(version)}; available: "
+                f"{sorted(versions, key=int)}"
             )
         if not model.is_ready:
             because = f": {model.stalled_reason}" if model.stalled_reason else ""
@@ -165,7 +167,7 @@ class ModelRepository:
         for model_dir in self._model_dirs():
             if model_dir.name == name:
                 return model_dir
-        raise ModelNotFound(f"no model {name!r} in the repository {self._settings.models_dir}")
+        raise ModelNotFound(f"no model {quoted(name)} in the model repository")
 
     async def load_all(self) -> None:
         """Load every model found at startup; raises when nothing can be served."""
@@ -195,7 +197,7 @@ class ModelRepository:
         async with self._lock:
             versions = self._models.pop(name, None)
             if versions is None:
-                raise ModelNotFound(f"model {name!r} is not loaded")
+                raise ModelNotFound(f"model {quoted(name)} is not loaded")
             await self._retire(versions.values())
 
     async def _load_model(self, model_dir: Path) -> None:

@@ -37,6 +37,7 @@ from serving.errors import (
     ModelNotFound,
     Overloaded,
     UnsupportedMediaType,
+    quoted,
 )
 from serving.repository import ServedModel
 
@@ -252,5 +253,5 @@ async def list_models(request: Request) -> Response:
 async def describe_model(request: Request, model: ModelName) -> Response:
     by_name = _models_by_name(request)
     if model not in by_name:
-        raise ModelNotFound(f"model {model!r} not found; available: {sorted(by_name)}")
+        raise ModelNotFound(f"model {quoted(model)} not found; available: {sorted(by_name)}")
     return Response(orjson.dumps(_model_info(by_name[model])), media_type=docs.JSON)

@@ -29,6 +29,7 @@ from serving.errors import (
     ModelNotFound,
     PayloadTooLarge,
     ServingError,
+    quoted,
 )
 from serving.repository import ModelRepository, ServedModel
 from serving.runtime import ModelLoadError
@@ -299,7 +300,8 @@ async def repository_load(request: Request, model: ModelName) -> Response:
     try:
         await repository.load(model)
     except ModelLoadError as error:
-        raise ServingError(f"failed to load model {model!r}: {error}", status_code=400) from None
+        message = f"failed to load model {quoted(model)}: {error}"
+        raise ServingError(message, status_code=400) from None
     return _json(info.model_metadata(repository.get(model), _versions(repository, model)))
 
 
@@ -316,6 +318,6 @@ async def repository_unload(request: Request, model: ModelName) -> Response:
     if model in repository.names():
         await repository.unload(model)
     elif not any(entry.name == model for entry in repository.index()):
-        raise ModelNotFound(f"model {model!r} not found in the repository")
+        raise ModelNotFound(f"model {quoted(model)} not found in the repository")
     # Unloading an unloaded model succeeds, as in Triton.
     return _json({"name": model, "state": "UNLOADED"})

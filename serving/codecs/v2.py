@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from serving.codecs.tensors import IMAGE_SHAPES, check_json_arrays, validate_images
-from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, quoted
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"
@@ -169,7 +169,7 @@ def _only_input(inputs: Any, input_name: str) -> dict[str, Any]:
         raise InvalidInput("'inputs[0]' must be an object with name, shape, datatype, data")
     if tensor.get("name") != input_name:
         raise InvalidInput(
-            f"unexpected input {str(tensor.get('name'))[:64]!r}: the model's input is "
+            f"unexpected input {quoted(str(tensor.get('name')))}: the model's input is "
             f"'{input_name}'"
         )
     return tensor
@@ -326,11 +326,11 @@ def _requested_outputs(
         name = item.get("name")
         if not isinstance(name, str) or name not in output_names:
             raise InvalidInput(
-                f"unknown output {str(name)[:64]!r}: the model's outputs are "
+                f"unknown output {quoted(str(name))}: the model's outputs are "
                 f"{', '.join(repr(known) for known in output_names)}"
             )
         if any(output.name == name for output in outputs):
-            raise InvalidInput(f"output {name!r} is requested twice")
+            raise InvalidInput(f"output {quoted(str(name))} is requested twice")
         output_parameters = _parameters(item, "outputs[].parameters")
         if "classification" in output_parameters or "shared_memory_region" in output_parameters:
             raise InvalidInput("the classification and shared-memory extensions are not supported")

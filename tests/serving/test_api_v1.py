@@ -328,6 +328,22 @@ def test_unknown_model_or_version_is_a_404(client: TestClient, path: str, messag
     assert_error(client.post(path, content=body, headers=JSON), 404, message)
 
 
+@pytest.mark.parametrize("path", ["/v1/models/{}/predict", "/v1/models/{}", "/v2/models/{}"])
+def test_a_404_quotes_a_long_model_name_shortened(client: TestClient, path: str) -> None:
+    name = "n" * 20_000
+    body = orjson.dumps({"images": random_images(1).tolist()})
+
+    response = client.request(
+        "POST" if path.endswith("predict") else "GET",
+        path.format(name),
+        content=body,
+        headers=JSON,
+    )
+
+    assert_error(response, 404, f"model '{'n' * 64}…' ")
+    assert len(response.json()["error"]) < 200
+
+
 def test_body_over_the_limit_is_a_413(tiny_repo: Path) -> None:
     settings = Settings(models_dir=tiny_repo, max_body_bytes=784 * 2)
     with TestClient(create_app(settings)) as small_client:

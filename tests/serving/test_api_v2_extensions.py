@@ -258,6 +258,8 @@ def test_unknown_model_cannot_be_loaded_or_unloaded(client: TestClient, action: 
 
     assert response.status_code == 404
     assert "'nope'" in response.json()["error"]
+    settings = client.app.state.server.settings
+    assert str(settings.models_dir) not in response.json()["error"]  # no server path shown
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,16 @@ def test_unknown_route_is_a_json_404(client: TestClient) -> None:
     assert "no route GET /v3/nothing" in response.json()["error"]
 
 
+def test_wrong_method_is_a_json_405_naming_the_methods_allowed(client: TestClient) -> None:
+    response = client.put("/v2/models/tiny/infer")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json() == {
+        "error": "method PUT is not allowed on /v2/models/tiny/infer; allowed: POST"
+    }
+
+
 def test_body_over_the_limit_by_content_length_is_refused_with_413(tiny_repo: Path) -> None:
     with client_with(tiny_repo, max_body_bytes=1000) as client:
         response = client.post(
