@@ -25,7 +25,6 @@ from tests.reliability.helpers import (
     is_correct,
     rss_bytes,
     v2_body,
-    wait_for,
     write_report,
 )
 from tests.reliability.models import (
@@ -34,7 +33,7 @@ from tests.reliability.models import (
     clean_images,
     marked,
 )
-from tests.support import metric_samples, metric_value, running_server
+from tests.support import metric_samples, metric_value, running_server, wait_for
 
 MAX_BATCH_SIZE = 2
 MAX_QUEUE_SIZE = 8

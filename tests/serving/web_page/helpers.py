@@ -105,6 +105,18 @@ def wait_until_settled(page: Page) -> None:
     expect(page.locator("#results")).to_have_attribute("aria-busy", "false", timeout=TIMEOUT_MS)
 
 
+def tab_to(page: Page, element_id: str, presses: int = 20) -> None:
+    """Press Tab until the element with ``element_id`` has the focus, as a keyboard user
+    would reach it; fail if it never does."""
+    for _ in range(presses):
+        if page.evaluate("document.activeElement.id") == element_id:
+            return
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == element_id, (
+        f"Tab never reached #{element_id}"
+    )
+
+
 def card(page: Page, model: str) -> Locator:
     return page.locator(f'.model-card[data-model="{model}"]')
 

@@ -21,6 +21,7 @@ from tests.serving.web_page.helpers import (
     json_route_body,
     opened_page,
     stroke_points,
+    tab_to,
     touch_draw,
     wait_for_cards,
     wait_until_settled,
@@ -144,10 +145,7 @@ def test_focus_ring_bars_and_canvas_border_have_3_to_1_contrast(
         wait_for_cards(page, PUBLISHED)
         draw(page, DIGIT_STROKES["7"])
         wait_until_settled(page)
-        for _ in range(20):
-            if page.evaluate("document.activeElement.id") == "clear":
-                break
-            page.keyboard.press("Tab")
+        tab_to(page, "clear")
 
         colours = page.evaluate(
             """() => {

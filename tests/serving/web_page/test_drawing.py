@@ -23,6 +23,7 @@ from tests.serving.web_page.helpers import (
     draw,
     opened_page,
     shown_labels,
+    tab_to,
     touch_draw,
     wait_for_cards,
     wait_until_settled,
@@ -106,11 +107,7 @@ def test_clear_is_reachable_by_keyboard_and_resets_the_page(page: Page) -> None:
     draw(page, DIGIT_STROKES["1"])
     wait_until_settled(page)
 
-    for _ in range(20):
-        if page.evaluate("document.activeElement.id") == "clear":
-            break
-        page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.id") == "clear", "Tab never reached Clear"
+    tab_to(page, "clear")
     page.keyboard.press("Enter")
 
     assert inked_rows(page) is None
