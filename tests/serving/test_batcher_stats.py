@@ -7,7 +7,7 @@ import pytest
 
 from serving.batcher import Batcher, BatcherConfig
 from serving.errors import InferenceFailed
-from tests.serving.batcher.helpers import (
+from tests.serving.batcher_fakes import (
     POISON,
     GatedRun,
     images_of,

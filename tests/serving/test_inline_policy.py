@@ -1,5 +1,6 @@
-"""A lone request, run straight from ``submit`` on an idle batcher; any other goes
-through the queue."""
+"""Where a batch runs: on the event loop when warm-up found it quicker than a hand-off, or
+when it is a lone request on an idle server (run straight from ``submit``), else on the
+ONNX Runtime thread; and no longer inline once one ran far slower than promised."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from serving.batch_result import BatchResult
 from serving.batcher import Batcher, BatcherConfig
 from serving.errors import InferenceFailed
 from serving.inline_policy import InlinePolicy
-from tests.serving.batcher.helpers import (
+from tests.serving.batcher_fakes import (
     IDLE_INLINE,
     POISON,
     GatedRun,
@@ -23,6 +24,127 @@ from tests.serving.batcher.helpers import (
     occupy,
 )
 from tests.support import run_scenario, wait_until
+
+
+def where_batches_ran(
+    model: ThreadRecordingRun,
+    requests: list[np.ndarray],
+    *,
+    is_server_idle: Callable[[], bool] | None = None,
+    **figures: float,
+) -> list[str]:
+    """Submit each request in turn, ``figures`` the warm-up's; say where each batch ran:
+    "loop" or "thread"."""
+
+    async def scenario() -> int:
+        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
+        inline = InlinePolicy(**figures)  # type: ignore[arg-type]
+        batcher = Batcher(model, config, name="fake", is_server_idle=is_server_idle, inline=inline)
+        batcher.start()
+        for images in requests:
+            result = await batcher.submit(images)
+            assert np.allclose(result.outputs, images.reshape(len(images), -1)[:, :10] * 2)
+        await batcher.close()
+        return threading.get_ident()
+
+    loop_thread = run_scenario(scenario)
+    return ["loop" if thread == loop_thread else "thread" for thread in model.threads]
+
+
+def test_batches_quicker_than_a_hand_off_run_on_the_event_loop() -> None:
+    where = where_batches_ran(
+        ThreadRecordingRun(),
+        [images_of(0.1, 2), images_of(0.1, 3)],
+        max_images=2,
+        max_s=1e-3,
+    )
+
+    assert where == ["loop", "thread"]
+
+
+def test_lone_large_request_on_an_idle_server_runs_on_the_event_loop() -> None:
+    # 256 images predicted at 4 ms: under the 10 ms bound, and nobody else to serve.
+    where = where_batches_ran(ThreadRecordingRun(), [images_of(0.1, 256)], **IDLE_INLINE)
+
+    assert where == ["loop"]
+
+
+def test_large_request_runs_on_the_thread_while_the_server_serves_others() -> None:
+    where = where_batches_ran(
+        ThreadRecordingRun(),
+        [images_of(0.1, 256)],
+        is_server_idle=lambda: False,
+        **IDLE_INLINE,
+    )
+
+    assert where == ["thread"]
+
+
+def test_request_predicted_slower_than_the_idle_bound_runs_on_the_thread() -> None:
+    # 1024 images at 16 µs: 16 ms, over the 10 ms bound.
+    where = where_batches_ran(ThreadRecordingRun(), [images_of(0.1, 1024)], **IDLE_INLINE)
+
+    assert where == ["thread"]
+
+
+def test_without_warm_up_figures_nothing_large_runs_on_the_event_loop() -> None:
+    where = where_batches_ran(ThreadRecordingRun(), [images_of(0.1, 256)], idle_max_s=0.01)
+
+    assert where == ["thread"]
+
+
+def test_requests_gathered_into_one_batch_run_on_the_thread() -> None:
+    model = ThreadRecordingRun()
+    is_idle = False  # while the first request occupies the thread; then only the batch counts
+
+    async def scenario() -> int:
+        nonlocal is_idle
+        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
+        batcher = Batcher(
+            model,
+            config,
+            name="fake",
+            is_server_idle=lambda: is_idle,
+            inline=InlinePolicy(**IDLE_INLINE),
+        )
+        batcher.start()
+        first = await occupy(batcher, model)
+        waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 4))) for _ in range(2)]
+        await wait_until(lambda: batcher.queued_images == 8)
+        is_idle = True
+        model.gate.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+        return threading.get_ident()
+
+    loop_thread = run_scenario(scenario)
+    assert model.batch_sizes == [1, 8]
+    assert [thread == loop_thread for thread in model.threads] == [False, False]
+
+
+def test_a_tiny_batch_slower_than_its_promise_but_quick_keeps_running_on_the_event_loop() -> None:
+    # Promised 16 µs (1 x 16 µs); takes 1 ms of CPU, as a cold call can: over 10x the
+    # promise, yet too short to stall anything.
+    model = ThreadRecordingRun(cpu_s=0.001)
+
+    where = where_batches_ran(model, [images_of(0.1, 1), images_of(0.1, 1)], **IDLE_INLINE)
+
+    assert where == ["loop", "loop"]
+
+
+def test_a_batch_far_slower_than_promised_turns_event_loop_running_off() -> None:
+    # Promised 4 ms (256 x 16 µs); takes 50 ms of CPU, over 10x the promise.
+    model = ThreadRecordingRun(cpu_s=0.05)
+
+    where = where_batches_ran(
+        model,
+        [images_of(0.1, 256), images_of(0.1, 256), images_of(0.1, 1)],
+        max_images=1,
+        max_s=1e-3,
+        **IDLE_INLINE,
+    )
+
+    assert where == ["loop", "thread", "thread"]
 
 
 def lone_batcher(model: GatedRun, **probes: Callable[..., object]) -> Batcher:
