@@ -37,7 +37,9 @@ def test_body_inflating_past_the_limit_is_413() -> None:
 
 
 @pytest.mark.parametrize(
-    "compressed", [b"not gzip", gzip.compress(b"{}")[:-4], gzip.compress(b"{}") + b"junk"]
+    "compressed",
+    [b"not gzip", gzip.compress(b"{}")[:-4], gzip.compress(b"{}") + b"junk"],
+    ids=["not gzip", "cut short", "bytes after its end"],
 )
 def test_broken_compressed_body_is_invalid_input(compressed: bytes) -> None:
     with pytest.raises(InvalidInput, match="gzip"):
