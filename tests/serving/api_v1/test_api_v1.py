@@ -7,10 +7,9 @@ import io
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -21,65 +20,29 @@ from PIL import Image
 from serving.api import v1
 from serving.app import create_app
 from serving.codecs.images import decode_image
-from serving.codecs.v1 import decode_octet_images, softmax
+from serving.codecs.v1 import decode_octet_images
 from serving.runtime import usable_cpus
 from serving.settings import Settings
+from tests.serving.api_v1.helpers import (
+    JSON,
+    OCTET,
+    PNG,
+    PREDICT,
+    assert_error,
+    assert_predictions_match,
+    png_of_digit,
+    random_images,
+)
 from tests.support import (
     PUBLISHED_MODELS,
     MetricSamples,
     block_until_past,
     metric_samples,
     metric_value,
-    tiny_logits,
 )
 from training.data import Mnist
 
-PREDICT = "/v1/models/tiny/predict"
-JSON = {"content-type": "application/json"}
-OCTET = {"content-type": "application/octet-stream"}
-PNG = {"content-type": "image/png"}
 GUARD_S = 10.0  # bound on any wait, so a bug fails a test instead of hanging it
-LATEST_SEED = 1  # tiny version 2 (the latest) was written with seed 1, version 1 with seed 0
-
-
-@pytest.fixture(scope="module")
-def client(tiny_repo: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(models_dir=tiny_repo))) as test_client:
-        yield test_client
-
-
-def random_images(count: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((count, 28, 28)).astype(np.float32)
-
-
-def png_of_digit(seed: int = 0) -> bytes:
-    """A white-on-black stroke picture, its shape varying with ``seed``."""
-    rng = np.random.default_rng(seed)
-    pixels = np.zeros((60, 50), dtype=np.uint8)
-    top, left = rng.integers(5, 20, size=2)
-    pixels[top : top + 30, left : left + 6] = 255
-    pixels[top : top + 6, left : left + rng.integers(10, 25)] = 200
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def assert_predictions_match(
-    answer: dict[str, Any], images: np.ndarray, seed: int = LATEST_SEED
-) -> None:
-    expected = softmax(tiny_logits(images, seed=seed))
-    predictions = answer["predictions"]
-    assert [p["label"] for p in predictions] == expected.argmax(axis=1).tolist()
-    served = np.array([p["probabilities"] for p in predictions])
-    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-6)
-    confidences = [p["confidence"] for p in predictions]
-    np.testing.assert_allclose(confidences, expected.max(axis=1), rtol=1e-4)
-
-
-def assert_error(response: Any, status_code: int, message: str) -> None:
-    assert response.status_code == status_code, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert message in response.json()["error"]
 
 
 # --- predictions for every body format ---

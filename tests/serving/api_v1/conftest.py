@@ -1,0 +1,18 @@
+"""Fixtures of the v1 API tests: one app on the tiny models, driven by a TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def client(tiny_repo: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=tiny_repo))) as test_client:
+        yield test_client
