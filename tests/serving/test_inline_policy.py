@@ -93,20 +93,20 @@ def test_without_warm_up_figures_nothing_large_runs_on_the_event_loop() -> None:
     assert where == ["thread"]
 
 
+def idle_inline_batcher(model: GatedRun, **probes: Callable[..., object]) -> Batcher:
+    """A batcher, not started, with warm-up's idle bound (IDLE_INLINE) and ``probes``."""
+    config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
+    inline = InlinePolicy(**IDLE_INLINE)
+    return Batcher(model, config, name="fake", inline=inline, **probes)  # type: ignore[arg-type]
+
+
 def test_requests_gathered_into_one_batch_run_on_the_thread() -> None:
     model = ThreadRecordingRun()
     is_idle = False  # while the first request occupies the thread; then only the batch counts
 
     async def scenario() -> int:
         nonlocal is_idle
-        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
-        batcher = Batcher(
-            model,
-            config,
-            name="fake",
-            is_server_idle=lambda: is_idle,
-            inline=InlinePolicy(**IDLE_INLINE),
-        )
+        batcher = idle_inline_batcher(model, is_server_idle=lambda: is_idle)
         batcher.start()
         first = await occupy(batcher, model)
         waiting = [asyncio.ensure_future(batcher.submit(images_of(0.1, 4))) for _ in range(2)]
@@ -150,9 +150,7 @@ def test_a_batch_far_slower_than_promised_turns_event_loop_running_off() -> None
 def lone_batcher(model: GatedRun, **probes: Callable[..., object]) -> Batcher:
     """A batcher whose batching loop never starts: only a request run straight from
     ``submit`` can be answered (any other would wait for GUARD_S and fail the test)."""
-    config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
-    inline = InlinePolicy(**IDLE_INLINE)
-    return Batcher(model, config, name="fake", inline=inline, **probes)  # type: ignore[arg-type]
+    return idle_inline_batcher(model, **probes)
 
 
 def test_a_lone_request_on_an_idle_batcher_is_answered_without_the_batching_loop() -> None:
@@ -215,14 +213,7 @@ def test_a_lone_request_arriving_while_a_batch_runs_queues_behind_it() -> None:
 
     async def scenario() -> None:
         nonlocal is_idle
-        config = BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0)
-        batcher = Batcher(
-            model,
-            config,
-            name="fake",
-            is_server_idle=lambda: is_idle,
-            inline=InlinePolicy(**IDLE_INLINE),
-        )
+        batcher = idle_inline_batcher(model, is_server_idle=lambda: is_idle)
         batcher.start()
         first = await occupy(batcher, model)
         is_idle = True  # as the probe may say; the batcher itself is busy
