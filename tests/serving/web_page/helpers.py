@@ -105,6 +105,13 @@ def wait_until_settled(page: Page) -> None:
     expect(page.locator("#results")).to_have_attribute("aria-busy", "false", timeout=TIMEOUT_MS)
 
 
+def choose_file(page: Page, name: str, mime_type: str, content: bytes) -> None:
+    """Pick one file in the page's file chooser, as a user choosing a picture would."""
+    page.locator("#file-input").set_input_files(
+        files=[{"name": name, "mimeType": mime_type, "buffer": content}]
+    )
+
+
 def tab_to(page: Page, element_id: str, presses: int = 20) -> None:
     """Press Tab until the element with ``element_id`` has the focus, as a keyboard user
     would reach it; fail if it never does."""

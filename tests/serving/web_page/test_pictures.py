@@ -12,6 +12,7 @@ from tests.serving.web_page.helpers import (
     CANVAS_SIDE,
     DIGIT_STROKES,
     PUBLISHED,
+    choose_file,
     digit_png,
     shown_labels,
     wait_for_cards,
@@ -24,15 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_chosen_image_file_with_a_light_background_is_classified(page: Page) -> None:
     wait_for_cards(page, PUBLISHED)
 
-    page.locator("#file-input").set_input_files(
-        files=[
-            {
-                "name": "seven.png",
-                "mimeType": "image/png",
-                "buffer": digit_png("7", background=255, ink=0),
-            }
-        ]
-    )
+    choose_file(page, "seven.png", "image/png", digit_png("7", background=255, ink=0))
     wait_until_settled(page)
 
     assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
@@ -57,9 +50,7 @@ def test_chosen_svg_is_drawn_on_the_canvas_and_sent_as_png(page: Page) -> None:
         ' stroke-linecap="round" stroke-linejoin="round"/></svg>'
     )
 
-    page.locator("#file-input").set_input_files(
-        files=[{"name": "seven.svg", "mimeType": "image/svg+xml", "buffer": svg.encode()}]
-    )
+    choose_file(page, "seven.svg", "image/svg+xml", svg.encode())
     wait_until_settled(page)
 
     assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
@@ -76,9 +67,7 @@ def test_wide_light_picture_is_still_read_after_switching_ink(page: Page) -> Non
         pen.line(half, fill=0, width=CANVAS_SIDE // 28, joint="curve")
     buffer = io.BytesIO()
     wide.save(buffer, format="PNG")
-    page.locator("#file-input").set_input_files(
-        files=[{"name": "wide.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
-    )
+    choose_file(page, "wide.png", "image/png", buffer.getvalue())
     wait_until_settled(page)
 
     page.get_by_text("Black on white").click()
@@ -90,15 +79,7 @@ def test_wide_light_picture_is_still_read_after_switching_ink(page: Page) -> Non
 def test_blank_image_gets_a_hint_not_an_error(page: Page) -> None:
     wait_for_cards(page, PUBLISHED)
 
-    page.locator("#file-input").set_input_files(
-        files=[
-            {
-                "name": "blank.png",
-                "mimeType": "image/png",
-                "buffer": digit_png("1", background=0, ink=0),
-            }
-        ]
-    )
+    choose_file(page, "blank.png", "image/png", digit_png("1", background=0, ink=0))
     wait_until_settled(page)
 
     expect(page.locator("#status")).to_have_attribute("data-kind", "hint")

@@ -17,6 +17,7 @@ from tests.serving.web_page.helpers import (
     PUBLISHED,
     TIMEOUT_MS,
     card,
+    choose_file,
     digit_png,
     draw,
     fail_mnist_mlp,
@@ -214,15 +215,7 @@ def refuse_mnist_mlp(page: Page, refusals: int) -> list[str]:
 
 def choose_seven(page: Page) -> None:
     """One round of predicts, for a picture of a 7 (a drawing sends several)."""
-    page.locator("#file-input").set_input_files(
-        files=[
-            {
-                "name": "7.png",
-                "mimeType": "image/png",
-                "buffer": digit_png("7", background=0, ink=255),
-            }
-        ]
-    )
+    choose_file(page, "7.png", "image/png", digit_png("7", background=0, ink=255))
 
 
 def test_refused_last_round_is_retried_after_retry_after(page: Page) -> None:
