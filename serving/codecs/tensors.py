@@ -27,6 +27,13 @@ JSON_ARRAYS_BESIDE_IMAGES = 8
 # Up to this many times what the allowed images need is left to the parse, whose refusal
 # says more (how many images, which one is at fault); beyond, JSON is refused unparsed.
 JSON_ARRAYS_TOLERANCE = 4
+# The most commas one image takes: 783 between its numbers and one after it ...
+JSON_COMMAS_PER_IMAGE = IMAGE_PIXELS
+# ... and the most a request's other fields may add (V2's shape, outputs, parameters).
+JSON_COMMAS_BESIDE_IMAGES = 256
+# Commas bound the values a parse makes. Twice what the allowed images need costs the
+# parse about as long as the largest request in the nested layout does (0.2-0.4 s).
+JSON_COMMAS_TOLERANCE = 2
 
 
 def check_image_count(count: int, max_images: int, field: str = "images") -> None:
@@ -39,18 +46,26 @@ def check_image_count(count: int, max_images: int, field: str = "images") -> Non
         )
 
 
-def check_json_arrays(body: bytes, end: int, max_images: int, field: str) -> None:
-    """Refuse, before it is parsed, JSON with far more arrays than ``max_images`` images
-    need (``body[:end]``).
+def check_json_counts(body: bytes, end: int, max_images: int, field: str) -> None:
+    """Refuse, before it is parsed, JSON with far more arrays or values than
+    ``max_images`` images need (``body[:end]``).
 
-    Millions of empty arrays take orjson seconds, holding the GIL (the collector scans
-    every new list), and then numpy as long again; counting them takes milliseconds.
+    orjson holds the GIL while it makes a Python object of every value: 16 MiB of zeros
+    or of ``{}`` took it 1-2 s, and millions of empty arrays as long again in numpy, the
+    whole server stalled meanwhile. Counting brackets and commas takes milliseconds.
     """
     needed = JSON_ARRAYS_BESIDE_IMAGES + JSON_ARRAYS_PER_IMAGE * max_images
     arrays = body.count(b"[", 0, end)
     if arrays > JSON_ARRAYS_TOLERANCE * needed:
         raise InvalidInput(
             f"{field}: {arrays} JSON arrays, far more than {max_images} images "
+            f"(the limit per request) can need ({needed})"
+        )
+    needed = JSON_COMMAS_BESIDE_IMAGES + JSON_COMMAS_PER_IMAGE * max_images
+    commas = body.count(b",", 0, end)
+    if commas > JSON_COMMAS_TOLERANCE * needed:
+        raise InvalidInput(
+            f"{field}: {commas} commas (JSON values), far more than {max_images} images "
             f"(the limit per request) can need ({needed})"
         )
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving.codecs.tensors import IMAGE_SHAPES, check_json_arrays, validate_images
+from serving.codecs.tensors import IMAGE_SHAPES, check_json_counts, validate_images
 from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, quoted
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -113,7 +113,7 @@ def decode_infer_request(
     json_bytes = parse_header_length(header_length, len(body))
     view = memoryview(body)
     header_end = len(view) if json_bytes is None else json_bytes
-    check_json_arrays(body, header_end, max_images, field="request")
+    check_json_counts(body, header_end, max_images, field="request")
     header = _load_json(view[:header_end], is_whole_body=json_bytes is None)
     binary = view[header_end:]
     parameters = _parameters(header, "parameters")

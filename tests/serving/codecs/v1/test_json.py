@@ -3,11 +3,13 @@ and what was expected."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+import simdjson
 
 from serving.codecs.v1 import decode_json_images
 from serving.errors import InvalidInput
@@ -200,6 +202,34 @@ def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
     expected = r"^body: 1241 JSON arrays, far more than 8 images \(the limit per request\) can"
     with pytest.raises(InvalidInput, match=expected):
         decode_json_images(body, max_images=8)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [pytest.param([0] * 14_000, id="numbers"), pytest.param([{}] * 14_000, id="objects")],
+)
+def test_far_more_values_than_the_images_allowed_need_are_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch, values: list[Any]
+) -> None:
+    # 8 images need at most 256 + 8 x 784 commas: 16 MiB of zeros or of {} took orjson
+    # 1-2 s, holding the GIL, so a body of twice that must reach neither parser.
+    body = json_body([values])
+
+    def unparsed(document: bytes) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", unparsed)
+    monkeypatch.setattr(simdjson, "Parser", lambda: SimpleNamespace(parse=unparsed))
+    expected = r"^body: 13999 commas \(JSON values\), far more than 8 images \(the limit per"
+    with pytest.raises(InvalidInput, match=expected):
+        decode_json_images(body, max_images=8)
+
+
+def test_the_most_images_allowed_pass_the_count_of_values_in_their_longest_layout() -> None:
+    images = np.full((8, 1, 28, 28), 0.5)
+    body = orjson.dumps({"images": images.tolist()})
+
+    assert decode_json_images(body, max_images=8).shape == (8, 1, 28, 28)
 
 
 def test_too_many_images_names_the_limit() -> None:

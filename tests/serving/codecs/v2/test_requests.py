@@ -190,6 +190,22 @@ def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
         decode(body)
 
 
+def test_far_more_values_than_the_images_allowed_need_are_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 16 images need at most 256 + 16 x 784 commas in the header: 16 MiB of zeros took
+    # orjson 1-2 s, holding the GIL, so twice that must not reach it.
+    body = json_body(inputs=[an_input(shape=[26_000], data=[0] * 26_000)])
+
+    def unparsed(document: bytes) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", unparsed)
+    expected = r"^request: 26\d{3} commas \(JSON values\), far more than 16 images"
+    with pytest.raises(InvalidInput, match=expected):
+        decode(body)
+
+
 @pytest.mark.parametrize(
     ("datatype", "values"), [("FP32", [1e300] * 784), ("FP16", [70000.0] * 784)]
 )
