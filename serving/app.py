@@ -19,7 +19,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -34,6 +33,7 @@ from serving.api.common import (
     unexpected_error_response,
 )
 from serving.auth import ApiKeyMiddleware
+from serving.cors import JsonCorsMiddleware
 from serving.decode_pool import DecodePool
 from serving.errors import InvalidInput, ServingError
 from serving.fastpath import ServingApp, as_serving_app
@@ -232,7 +232,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ServingMetrics) -
         )
     if settings.cors_allow_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCorsMiddleware,
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],

@@ -142,7 +142,25 @@ def test_cors_preflight_from_another_origin_is_not_allowed(tiny_repo: Path) -> N
         headers = {**PREFLIGHT, "origin": "http://elsewhere.example"}
         response = client.options("/v1/models/tiny/predict", headers=headers)
     assert response.status_code == 400
+    assert response.json() == {
+        "error": "CORS preflight refused: origin 'http://elsewhere.example' is not one of "
+        "cors_allow_origins"
+    }
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_preflight_for_a_method_not_served_names_the_methods_allowed(
+    tiny_repo: Path,
+) -> None:
+    with client_with(tiny_repo, cors_allow_origins=[PAGE_ORIGIN]) as client:
+        headers = {**PREFLIGHT, "access-control-request-method": "DELETE"}
+        response = client.options("/v1/models/tiny/predict", headers=headers)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": "CORS preflight refused: method 'DELETE' is not one of GET, POST"
+    }
+    assert response.headers["access-control-allow-origin"] == PAGE_ORIGIN
 
 
 def test_api_key_refusal_is_readable_by_an_allowed_origin(tiny_repo: Path, stack: str) -> None:
