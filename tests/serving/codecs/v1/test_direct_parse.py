@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from serving.codecs.v1 import _plain_flat_images
+from serving.codecs.v1 import _occurs_exactly, _plain_flat_images
 from tests.serving.codecs.v1.helpers import json_body, random_images
 
 
@@ -103,3 +103,9 @@ def test_any_usual_body_parses_directly_to_what_the_general_decoder_reads(
 
     assert parsed is not None
     np.testing.assert_array_equal(parsed, general_decode(body))
+
+
+@given(st.lists(st.sampled_from([b'"', b"[", b"0"]), max_size=12).map(b"".join), st.integers(0, 8))
+def test_occurs_exactly_agrees_with_counting(body: bytes, times: int) -> None:
+    for byte in (b'"', b"["):
+        assert _occurs_exactly(body, byte, times) == (body.count(byte) == times)
