@@ -29,6 +29,9 @@ LEVELS = ("debug", "info", "warning", "error")
 OUR_LOGGERS = ("mnist_serve", "uvicorn", "uvicorn.error")
 # Our middleware writes the access log (with request ids and timings); uvicorn's would repeat it.
 QUIET_LOGGERS = ("uvicorn.access",)
+# uvicorn's warning for a request its parser could not read: the access line written for
+# its 400 (``malformed_http``, with client and request id) says the same, and more.
+UVICORN_MALFORMED_HTTP_WARNING = "Invalid HTTP request received."
 
 # This process's id, on every line. os.getpid() is a system call (~0.2 µs, as much as
 # the rest of the line's fixed keys), so it is looked up once, and again in a forked
@@ -178,6 +181,13 @@ def _utc_timestamp(created: float) -> str:
     return f"{_utc_second(seconds)}.{milliseconds:03d}Z"
 
 
+class WithoutMalformedHttpWarning(logging.Filter):
+    """Drops uvicorn's one-line warning for malformed HTTP, which the access line repeats."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != UVICORN_MALFORMED_HTTP_WARNING
+
+
 def logging_config(level: str = "info", json: bool = True) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict; pass it to ``uvicorn.run(log_config=...)``."""
     if level.lower() not in LEVELS:
@@ -189,6 +199,11 @@ def logging_config(level: str = "info", json: bool = True) -> dict[str, Any]:
         "disable_existing_loggers": False,
         # uvicorn looks these two names up when use_colors is given.
         "formatters": {"default": factory, "access": factory},
+        "filters": {
+            "without_malformed_http_warning": {
+                "()": f"{__name__}.{WithoutMalformedHttpWarning.__name__}"
+            }
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -198,6 +213,7 @@ def logging_config(level: str = "info", json: bool = True) -> dict[str, Any]:
         },
         "loggers": {
             **{name: ours for name in OUR_LOGGERS},
+            "uvicorn.error": {**ours, "filters": ["without_malformed_http_warning"]},
             **{
                 name: {"level": "WARNING", "handlers": [], "propagate": True}
                 for name in QUIET_LOGGERS
