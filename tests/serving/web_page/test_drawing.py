@@ -14,6 +14,8 @@ from playwright.sync_api import Browser, Page, Route, expect
 
 from serving.card import CARD_FILE, ModelCard
 from tests.serving.web_page.helpers import (
+    CANVAS_SIDE,
+    DESKTOP,
     DIGIT_STROKES,
     PHONE,
     PREDICT,
@@ -33,8 +35,9 @@ from tests.support import PUBLISHED_MODELS
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def inked_rows(page: Page) -> tuple[int, int] | None:
-    """First and last canvas row holding any pixel unlike the top-left one (the paper)."""
+def inked_rows(page: Page) -> tuple[float, float] | None:
+    """First and last row holding any pixel unlike the top-left one (the paper), in the
+    strokes' units (CANVAS_SIDE across), however many pixels the canvas has."""
     rows = page.evaluate(
         """() => {
             const canvas = document.getElementById("canvas");
@@ -47,25 +50,42 @@ def inked_rows(page: Page) -> tuple[int, int] | None:
                 if (first === null) first = row;
                 last = row;
             }
-            return first === null ? null : [first, last];
+            return first === null ? null : [first, last, canvas.width];
         }"""
     )
-    return None if rows is None else (rows[0], rows[1])
+    if rows is None:
+        return None
+    unit = rows[2] / CANVAS_SIDE
+    return rows[0] / unit, rows[1] / unit
 
 
 def inked_columns(page: Page, first: int, last: int) -> int:
-    """How many canvas pixels in columns ``first``..``last`` differ from the paper."""
+    """How many canvas pixels in columns ``first``..``last`` (the strokes' units) differ
+    from the paper."""
     return page.evaluate(
-        """([first, last]) => {
+        """([first, last, side]) => {
             const canvas = document.getElementById("canvas");
+            const unit = canvas.width / side;
+            const left = Math.floor(first * unit);
             const pixels = canvas.getContext("2d").getImageData(
-                first, 0, last - first + 1, canvas.height).data;
+                left, 0, Math.ceil((last + 1) * unit) - left, canvas.height).data;
             const paper = canvas.getContext("2d").getImageData(0, 0, 1, 1).data[0];
             let inked = 0;
             for (let i = 0; i < pixels.length; i += 4) if (pixels[i] !== paper) inked += 1;
             return inked;
         }""",
-        [first, last],
+        [first, last, CANVAS_SIDE],
+    )
+
+
+def canvas_pixels(page: Page) -> dict[str, float]:
+    """The canvas's own width and the device pixels it is shown across."""
+    return page.evaluate(
+        """() => {
+            const canvas = document.getElementById("canvas");
+            const shown = canvas.getBoundingClientRect().width * window.devicePixelRatio;
+            return {own: canvas.width, height: canvas.height, shown: shown};
+        }"""
     )
 
 
@@ -233,3 +253,45 @@ def test_two_fingers_draw_no_line_between_them(browser: Browser, published_url: 
 
         assert inked_columns(page, 40, 80) > 0, "the first finger drew nothing"
         assert inked_columns(page, 100, 180) == 0, "a line was drawn between the fingers"
+
+
+@pytest.mark.parametrize("device_scale", [1, 2, 3])
+def test_the_canvas_has_a_pixel_per_device_pixel_and_a_drawing_on_it_is_read(
+    browser: Browser, published_url: str, device_scale: int
+) -> None:
+    # 280 canvas pixels shown across 560 device pixels (a high-DPI screen) were blurry.
+    with opened_page(
+        browser, published_url, f"device-scale-{device_scale}", device_scale_factor=device_scale
+    ) as page:
+        wait_for_cards(page, PUBLISHED)
+        pixels = canvas_pixels(page)
+
+        draw(page, DIGIT_STROKES["7"])
+        wait_until_settled(page)
+
+        assert pixels["own"] == pixels["height"] == min(round(pixels["shown"]), 1024)
+        assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+
+
+def test_a_drawing_is_kept_in_place_when_the_window_resizes(
+    browser: Browser, published_url: str
+) -> None:
+    with opened_page(browser, published_url, "resized") as page:
+        wait_for_cards(page, PUBLISHED)
+        draw(page, DIGIT_STROKES["1"])
+        wait_until_settled(page)
+        before = canvas_pixels(page)
+        rows = inked_rows(page)
+
+        page.set_viewport_size(PHONE)
+        page.wait_for_function(
+            "side => document.getElementById('canvas').width !== side", arg=before["own"]
+        )
+        page.set_viewport_size(DESKTOP)
+        page.wait_for_function(
+            "side => document.getElementById('canvas').width === side", arg=before["own"]
+        )
+
+        assert rows == pytest.approx((40 - 10, 240 + 10), abs=3)
+        assert inked_rows(page) == pytest.approx(rows, abs=3)
+        assert shown_labels(page) == dict.fromkeys(PUBLISHED, "1")
