@@ -7,6 +7,8 @@ in ``[0, 1]``. Everything here is vectorised: the per-pixel work is numpy's.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from serving.errors import InvalidInput
@@ -20,20 +22,32 @@ _UNIT_BITS = {
 }
 # Trailing shapes accepted after the batch dimension.
 IMAGE_SHAPES = ((IMAGE_PIXELS,), (IMAGE_SIDE, IMAGE_SIDE), (1, IMAGE_SIDE, IMAGE_SIDE))
-# The most JSON arrays one image takes: itself, its channel and its rows (1x28x28) ...
-JSON_ARRAYS_PER_IMAGE = 2 + IMAGE_SIDE
-# ... and the most a request's other fields may add (the images' list, V2's inputs, shape).
-JSON_ARRAYS_BESIDE_IMAGES = 8
-# Up to this many times what the allowed images need is left to the parse, whose refusal
-# says more (how many images, which one is at fault); beyond, JSON is refused unparsed.
-JSON_ARRAYS_TOLERANCE = 4
-# The most commas one image takes: 783 between its numbers and one after it ...
-JSON_COMMAS_PER_IMAGE = IMAGE_PIXELS
-# ... and the most a request's other fields may add (V2's shape, outputs, parameters).
-JSON_COMMAS_BESIDE_IMAGES = 256
-# Commas bound the values a parse makes. Twice what the allowed images need costs the
-# parse about as long as the largest request in the nested layout does (0.2-0.4 s).
-JSON_COMMAS_TOLERANCE = 2
+
+
+class JsonCount(NamedTuple):
+    """A token counted in a JSON body before it is parsed, and how many of it are allowed."""
+
+    token: bytes
+    name: str  # as the refusal calls them
+    per_image: int  # the most one image takes
+    beside_images: int  # the most a request's other fields may add
+    # Up to this many times what the allowed images need is left to the parse, whose
+    # refusal says more (how many images, which one is at fault); beyond, it is refused.
+    tolerance: int
+
+    def needed(self, max_images: int) -> int:
+        return self.beside_images + self.per_image * max_images
+
+
+JSON_COUNTS = (
+    # An image's arrays: itself, its channel and its rows (1x28x28); beside them, the
+    # images' list, V2's inputs and shape.
+    JsonCount(b"[", "JSON arrays", 2 + IMAGE_SIDE, 8, tolerance=4),
+    # An image's commas: 783 between its numbers and one after it; beside them, V2's
+    # shape, outputs and parameters. Commas bound the values a parse makes, and twice what
+    # the allowed images need costs about what the largest request does (0.2-0.4 s).
+    JsonCount(b",", "commas (JSON values)", IMAGE_PIXELS, 256, tolerance=2),
+)
 
 
 def check_image_count(count: int, max_images: int, field: str = "images") -> None:
@@ -54,23 +68,15 @@ def check_json_counts(body: bytes, end: int, max_images: int, field: str) -> Non
     or of ``{}`` took it 1-2 s, and millions of empty arrays as long again in numpy, the
     whole server stalled meanwhile. Counting brackets and commas takes milliseconds.
     """
-    # A body holds fewer brackets and commas than bytes: only one long enough to hold more
-    # than allowed is counted, so the usual request pays nothing (5 µs for one image).
-    needed = JSON_ARRAYS_BESIDE_IMAGES + JSON_ARRAYS_PER_IMAGE * max_images
-    if end > JSON_ARRAYS_TOLERANCE * needed:
-        arrays = body.count(b"[", 0, end)
-        if arrays > JSON_ARRAYS_TOLERANCE * needed:
+    for count in JSON_COUNTS:
+        allowed = count.tolerance * count.needed(max_images)
+        if end <= allowed:  # fewer bytes hold fewer tokens: the usual request pays nothing
+            continue
+        found = body.count(count.token, 0, end)
+        if found > allowed:
             raise InvalidInput(
-                f"{field}: {arrays} JSON arrays, far more than {max_images} images "
-                f"(the limit per request) can need ({needed})"
-            )
-    needed = JSON_COMMAS_BESIDE_IMAGES + JSON_COMMAS_PER_IMAGE * max_images
-    if end > JSON_COMMAS_TOLERANCE * needed:
-        commas = body.count(b",", 0, end)
-        if commas > JSON_COMMAS_TOLERANCE * needed:
-            raise InvalidInput(
-                f"{field}: {commas} commas (JSON values), far more than {max_images} images "
-                f"(the limit per request) can need ({needed})"
+                f"{field}: {found} {count.name}, far more than {max_images} images "
+                f"(the limit per request) can need ({count.needed(max_images)})"
             )
 
 
