@@ -36,7 +36,7 @@ _MAX_IMAGE_DEPTH = 3
 
 def decode_json_images(body: bytes, max_images: int) -> np.ndarray:
     """``{"images": [...]}`` -> float32 ``(N, 1, 28, 28)``; each image 784 or 28x28 numbers."""
-    check_json_counts(body, len(body), max_images, field="body")  # microseconds, for one image
+    check_json_counts(body, len(body), max_images, field="body")  # counts only huge bodies
     flat = _plain_flat_images(body)
     if flat is not None:
         return validate_images(flat, max_images)  # which also checks the image count
