@@ -14,7 +14,8 @@ import numpy as np
 import orjson
 from PIL import Image
 
-from serving.codecs.v2 import HEADER_LENGTH, encode_infer_request
+from serving.codecs.v2 import HEADER_LENGTH
+from serving.codecs.v2_client import encode_infer_request
 
 OCTET_TYPE = "application/octet-stream"
 PNG_TYPE = "image/png"

@@ -15,12 +15,12 @@ from fastapi import APIRouter, Path, Request, Response
 from serving.api import v2_docs as docs
 from serving.api import v2_info as info
 from serving.api.common import infer, read_body, server_of
+from serving.codecs.compression import decompress_body
 from serving.codecs.v2 import (
     BINARY_CONTENT_TYPE,
     HEADER_LENGTH,
     JSON_CONTENT_TYPE,
     decode_infer_request,
-    decompress_body,
     encode_infer_response,
 )
 from serving.errors import (

@@ -10,7 +10,6 @@ of each binary tensor, in the order the header lists them, each sized by its
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -20,7 +19,7 @@ import numpy as np
 import orjson
 
 from serving.codecs.tensors import IMAGE_SHAPES, check_json_counts, validate_images
-from serving.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, quoted
+from serving.errors import InvalidInput, quoted
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"
@@ -33,10 +32,8 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "FP16": np.dtype("<f2"),
     "UINT8": np.dtype("u1"),
 }
-_DATATYPE_OF = {dtype.name: datatype for datatype, dtype in DTYPES.items()}
+DATATYPE_OF = {dtype.name: datatype for datatype, dtype in DTYPES.items()}
 _PIXEL_MAX = np.float32(255)
-# zlib window bits: gzip container, zlib container ("deflate" in HTTP means zlib).
-_WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Triton reads ``parameters.timeout`` in microseconds.
 _MICROSECONDS_PER_S = 1_000_000
 # The parameters of Triton's sequence batching; here each request is classified alone.
@@ -57,32 +54,6 @@ class InferRequest:
     request_id: str | None
     outputs: tuple[RequestedOutput, ...]
     timeout_s: float | None
-
-
-def decompress_body(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
-    """The body as sent before ``Content-Encoding`` (gzip or deflate, as tritonclient offers).
-
-    Inflates at most ``max_bytes``: a small compressed body cannot become a huge one.
-    """
-    encoding = (content_encoding or "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding not in _WINDOW_BITS:
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding[:32]!r} is not supported; use gzip, deflate or none"
-        )
-    inflater = zlib.decompressobj(_WINDOW_BITS[encoding])
-    try:
-        inflated = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as error:
-        raise InvalidInput(f"the body is not valid {encoding} data: {error}") from None
-    if len(inflated) > max_bytes:
-        raise PayloadTooLarge(
-            f"the {encoding} body inflates past the {max_bytes}-byte limit (max_body_bytes)"
-        )
-    if not inflater.eof or inflater.unused_data:
-        raise InvalidInput(f"the {encoding} body is truncated or has bytes after its end")
-    return inflated
 
 
 def parse_header_length(value: str | None, body_bytes: int) -> int | None:
@@ -264,7 +235,7 @@ def _json_array(
         raise InvalidInput("input 'data' must be a regular array of numbers") from None
     if discovered.dtype.kind not in "iuf" or (may_hold_booleans and _holds_boolean(data)):
         raise InvalidInput(
-            f"input 'data' must hold numbers only (datatype {_DATATYPE_OF[dtype.name]}), "
+            f"input 'data' must hold numbers only (datatype {DATATYPE_OF[dtype.name]}), "
             "not strings, booleans or null"
         )
     if discovered.size != math.prod(shape):
@@ -376,65 +347,15 @@ def encode_infer_response(
     return b"".join([header, *binary_parts]), len(header)
 
 
-def encode_infer_request(
-    images: np.ndarray,
-    *,
-    input_name: str = "input",
-    is_binary: bool = True,
-    request_id: str | None = None,
-    binary_output: bool = False,
-    timeout_us: int | None = None,
-) -> tuple[bytes, int | None]:
-    """A request body for ``images`` (float32/float64/float16 in [0, 1] or uint8 0-255).
-
-    For clients, load tests and tests; the shape is sent as given.
-    """
-    datatype = _DATATYPE_OF[images.dtype.name]
-    tensor: dict[str, Any] = {"name": input_name, "shape": images.shape, "datatype": datatype}
-    raw = np.ascontiguousarray(images, dtype=DTYPES[datatype]).tobytes() if is_binary else None
-    if raw is None:
-        tensor["data"] = np.ascontiguousarray(images).reshape(-1)
-    else:
-        tensor["parameters"] = {"binary_data_size": len(raw)}
-    request: dict[str, Any] = {"inputs": [tensor]}
-    if request_id is not None:
-        request["id"] = request_id
-    parameters: dict[str, Any] = {"binary_data_output": binary_output}
-    if timeout_us is not None:
-        parameters["timeout"] = timeout_us
-    request["parameters"] = parameters
-    header = orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
-    return (header, None) if raw is None else (header + raw, len(header))
-
-
-def decode_infer_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
-    """Output arrays by name from a response body (JSON or binary); for clients and tests."""
-    header = orjson.loads(body if header_length is None else body[:header_length])
-    offset = header_length or 0
-    arrays = {}
-    for output in header["outputs"]:
-        dtype = DTYPES[output["datatype"]]
-        size = output.get("parameters", {}).get("binary_data_size")
-        if size is None:
-            array = np.array(output["data"], dtype=dtype)
-        else:
-            array = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset)
-            offset += size
-        arrays[output["name"]] = array.reshape(output["shape"])
-    return arrays
-
-
 __all__ = [
     "BINARY_CONTENT_TYPE",
+    "DATATYPE_OF",
     "DTYPES",
     "HEADER_LENGTH",
     "JSON_CONTENT_TYPE",
     "InferRequest",
     "RequestedOutput",
     "decode_infer_request",
-    "decode_infer_response",
-    "decompress_body",
-    "encode_infer_request",
     "encode_infer_response",
     "parse_header_length",
 ]

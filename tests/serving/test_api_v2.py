@@ -15,7 +15,7 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 from serving.app import create_app
-from serving.codecs import v2
+from serving.codecs import v2, v2_client
 from serving.settings import Settings
 from tests.support import tiny_logits
 
@@ -41,14 +41,14 @@ def random_images(count: int, seed: int = 0) -> np.ndarray:
 def post_infer(
     client: TestClient, images: np.ndarray, path: str = "/v2/models/tiny/infer", **encoding: Any
 ) -> Any:
-    body, header_length = v2.encode_infer_request(images, **encoding)
+    body, header_length = v2_client.encode_infer_request(images, **encoding)
     headers = {} if header_length is None else {HEADER: str(header_length)}
     return client.post(path, content=body, headers=headers)
 
 
 def logits_of(response: Any) -> np.ndarray:
     header_length = response.headers.get(HEADER)
-    return v2.decode_infer_response(
+    return v2_client.decode_infer_response(
         response.content, None if header_length is None else int(header_length)
     )["logits"]
 
@@ -223,7 +223,7 @@ def test_binary_data_on_the_output_overrides_the_request(client: TestClient) -> 
 
 def test_gzip_request_body_is_inflated(client: TestClient) -> None:
     images = random_images(2)
-    body, header_length = v2.encode_infer_request(images)
+    body, header_length = v2_client.encode_infer_request(images)
 
     response = client.post(
         "/v2/models/tiny/infer",
@@ -337,7 +337,7 @@ def test_too_many_images_is_400(tiny_repo: Path) -> None:
 
 def test_body_over_the_limit_is_413_even_when_gzipped(tiny_repo: Path) -> None:
     blank = np.zeros((2, 1, 28, 28), dtype=np.float32)
-    body, header_length = v2.encode_infer_request(blank)  # 6 KiB that gzip makes tiny
+    body, header_length = v2_client.encode_infer_request(blank)  # 6 KiB that gzip makes tiny
     settings = Settings(models_dir=tiny_repo, max_body_bytes=4096)
     with TestClient(create_app(settings)) as small:
         plain = small.post("/v2/models/tiny/infer", content=body, headers={HEADER: "1"})

@@ -15,7 +15,7 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 from serving.app import create_app
-from serving.codecs import v2
+from serving.codecs import v2, v2_client
 from serving.settings import Settings
 from tests.support import metric_samples, write_tiny_model
 
@@ -40,7 +40,7 @@ def own_repo(tmp_path: Path) -> Path:
 
 
 def infer(client: TestClient, images: int, path: str = "/v2/models/tiny/infer") -> Any:
-    body, header_length = v2.encode_infer_request(np.zeros((images, 784), dtype=np.float32))
+    body, header_length = v2_client.encode_infer_request(np.zeros((images, 784), dtype=np.float32))
     return client.post(path, content=body, headers={v2.HEADER_LENGTH: str(header_length)})
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.codecs import v2
+from serving.codecs import v2, v2_client
 from serving.errors import InvalidInput
 from tests.serving.codecs.v2.helpers import an_input, decode
 
@@ -19,7 +19,7 @@ from tests.serving.codecs.v2.helpers import an_input, decode
 def test_uint8_binary_costs_one_byte_per_pixel() -> None:
     pixels = np.zeros((8, 784), dtype=np.uint8)
 
-    body, header_length = v2.encode_infer_request(pixels)
+    body, header_length = v2_client.encode_infer_request(pixels)
 
     assert header_length is not None
     assert len(body) - header_length == 8 * 784

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.codecs import v2
+from serving.codecs import v2, v2_client
 from tests.serving.codecs.v2.helpers import MAX_IMAGES, decode, image_batches, unit_floats
 from tests.support import ExampleTally
 
@@ -32,7 +32,7 @@ def assert_valid_request(decoded: v2.InferRequest) -> None:
 # timeout in microseconds (0 = the server's default; a negative one is refused) and the
 # output's encoding.
 encoded_requests = st.builds(
-    v2.encode_infer_request,
+    v2_client.encode_infer_request,
     st.one_of(
         image_batches(np.float32, unit_floats),
         image_batches(np.float64, st.floats(0, 1)),

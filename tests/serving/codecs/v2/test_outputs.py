@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
 from tritonclient.http import InferResult
 
-from serving.codecs import v2
+from serving.codecs import v2, v2_client
 from tests.serving.codecs.v2.helpers import an_input, decode, json_body
 
 
@@ -71,7 +71,9 @@ def test_response_round_trips_through_tritonclient(
     result = InferResult.from_response_body(body, header_length=header_length)
 
     np.testing.assert_array_equal(result.as_numpy("logits"), logits)
-    np.testing.assert_array_equal(v2.decode_infer_response(body, header_length)["logits"], logits)
+    np.testing.assert_array_equal(
+        v2_client.decode_infer_response(body, header_length)["logits"], logits
+    )
     response = result.get_response()
     assert (response["model_name"], response["model_version"]) == ("tiny", "2")
     assert response.get("id") == request_id

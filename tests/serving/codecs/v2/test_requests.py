@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.codecs import v2
+from serving.codecs import v2_client
 from serving.errors import InvalidInput
 from tests.serving.codecs.v2.helpers import an_input, decode, image_batches, json_body, unit_floats
 
@@ -19,7 +19,7 @@ from tests.serving.codecs.v2.helpers import an_input, decode, image_batches, jso
 @settings(max_examples=30, deadline=None)
 @given(images=image_batches(np.float32, unit_floats), is_binary=st.booleans())
 def test_float32_images_round_trip_exactly(images: np.ndarray, is_binary: bool) -> None:
-    body, header_length = v2.encode_infer_request(images, is_binary=is_binary)
+    body, header_length = v2_client.encode_infer_request(images, is_binary=is_binary)
 
     decoded = decode(body, header_length)
 
@@ -31,7 +31,7 @@ def test_float32_images_round_trip_exactly(images: np.ndarray, is_binary: bool) 
 @settings(max_examples=30, deadline=None)
 @given(pixels=image_batches(np.uint8, st.integers(0, 255)), is_binary=st.booleans())
 def test_uint8_pixels_are_divided_by_255(pixels: np.ndarray, is_binary: bool) -> None:
-    body, header_length = v2.encode_infer_request(pixels, is_binary=is_binary)
+    body, header_length = v2_client.encode_infer_request(pixels, is_binary=is_binary)
 
     decoded = decode(body, header_length)
 
@@ -42,7 +42,7 @@ def test_uint8_pixels_are_divided_by_255(pixels: np.ndarray, is_binary: bool) ->
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
 def test_other_float_widths_are_cast_to_float32(dtype: Any) -> None:
     images = np.linspace(0, 1, 784, dtype=dtype).reshape(1, 784)
-    body, header_length = v2.encode_infer_request(images)
+    body, header_length = v2_client.encode_infer_request(images)
 
     decoded = decode(body, header_length)
 
