@@ -15,7 +15,7 @@ from pydantic_settings import CliApp, SettingsConfigDict, SettingsError
 
 from serving.app import create_app
 from serving.logs import configure_logging, logging_config
-from serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+from serving.metrics_multiprocess import MULTIPROC_ENV, prepare_multiprocess_dir
 from serving.protocol import ServingHttpProtocol
 from serving.settings import Settings
 from serving.shutdown import DrainingServer

@@ -7,17 +7,13 @@ bounded: model and version come from the repository, never from a client's URL, 
 an unknown model name cannot create a new series.
 
 With several uvicorn workers, prometheus-client's multiprocess mode adds up the
-workers' values: see ``prepare_multiprocess_dir`` and ``render_metrics``.
+workers' values: see :mod:`serving.metrics_multiprocess` and ``render_metrics``.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -34,9 +30,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from serving.deferred_metrics import DeferredUpdates
+from serving.metrics_multiprocess import MULTIPROC_ENV, forget_dead_workers
 from serving.triton_metrics import render_triton_metrics
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Sub-millisecond to seconds: a batched MLP call takes ~0.1-2 ms, a queued request ~1-50 ms,
 # and the request timeout defaults to 10 s.
@@ -378,47 +373,3 @@ class _Families:
 
     def collect(self) -> list[Metric]:
         return self._families
-
-
-def forget_dead_workers(directory: str) -> None:
-    """Drop the live gauges of workers that died (uvicorn restarts them with a new pid).
-
-    Their counters and histograms stay: totals must not go down.
-    """
-    for path in Path(directory).glob("gauge_live*_*.db"):
-        pid = int(path.stem.rsplit("_", 1)[1])
-        if not _is_alive(pid):
-            prometheus_multiprocess.mark_process_dead(pid, directory)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def prepare_multiprocess_dir() -> Path:
-    """Switch the workers about to start to multiprocess mode; call BEFORE they start.
-
-    Sets ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory: the operator's own (emptied
-    of the last run's files) or a fresh temporary one, removed when this process exits.
-    uvicorn spawns its workers, so they import prometheus-client with the variable set.
-    A single-process server calls this only when the variable was set before it started
-    (prometheus-client then keeps even its values in files), so a fresh start counts from
-    zero; without it, its registry is in memory and the variable must stay unset.
-    """
-    given = os.environ.get(MULTIPROC_ENV)
-    if given:
-        directory = Path(given)
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.db"):
-            stale.unlink()
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="mnist-serve-metrics-"))
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
-    return directory

@@ -23,7 +23,8 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from serving import deferred_metrics
 from serving.app import create_app
-from serving.metrics import ServingMetrics, prepare_multiprocess_dir, render_metrics
+from serving.metrics import ServingMetrics, render_metrics
+from serving.metrics_multiprocess import prepare_multiprocess_dir
 from serving.settings import Settings
 from tests.support import (
     MetricSamples,
