@@ -78,6 +78,26 @@ def inked_columns(page: Page, first: int, last: int) -> int:
     )
 
 
+# Installed before the page's script: every picture the page POSTs, measured.
+RECORD_SENT_PICTURES = """
+    window.sentPictures = [];
+    const originalFetch = window.fetch;
+    window.fetch = (url, options = {}) => {
+        if (options.body instanceof Blob) {
+            window.sentPictures.push(createImageBitmap(options.body)
+                .then((bitmap) => [bitmap.width, bitmap.height]));
+        }
+        return originalFetch(url, options);
+    };
+"""
+
+
+def sent_picture_sizes(page: Page) -> list[tuple[int, int]]:
+    """The width and height of every picture the page has sent (``RECORD_SENT_PICTURES``)."""
+    sizes = page.evaluate("() => Promise.all(window.sentPictures)")
+    return [(width, height) for width, height in sizes]
+
+
 def canvas_pixels(page: Page) -> dict[str, float]:
     """The canvas's own width and the device pixels it is shown across."""
     return page.evaluate(
@@ -263,6 +283,8 @@ def test_the_canvas_has_a_pixel_per_device_pixel_and_a_drawing_on_it_is_read(
     with opened_page(
         browser, published_url, f"device-scale-{device_scale}", device_scale_factor=device_scale
     ) as page:
+        page.add_init_script(RECORD_SENT_PICTURES)
+        page.reload()
         wait_for_cards(page, PUBLISHED)
         pixels = canvas_pixels(page)
 
@@ -271,6 +293,8 @@ def test_the_canvas_has_a_pixel_per_device_pixel_and_a_drawing_on_it_is_read(
 
         assert pixels["own"] == pixels["height"] == min(round(pixels["shown"]), 1024)
         assert shown_labels(page) == dict.fromkeys(PUBLISHED, "7")
+        # What is sent stays small whatever the screen: the server reads 28x28 in the end.
+        assert set(sent_picture_sizes(page)) == {(280, 280)}
 
 
 def test_a_drawing_is_kept_in_place_when_the_window_resizes(
