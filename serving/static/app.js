@@ -548,7 +548,7 @@
 
   // The canvas has as many pixels as the screen shows it with, so strokes are sharp on a
   // high-DPI screen too (280 pixels shown 560 device pixels wide were blurry). Everything
-  // that draws works in canvas.width units, and the server takes a picture of any size.
+  // that draws works in canvas.width units, and canvasPng scales what it sends.
   function fitCanvasToScreen() {
     const shown = canvas.getBoundingClientRect().width * (window.devicePixelRatio || 1);
     const side = Math.min(Math.round(shown), MAX_CANVAS_SIDE);
