@@ -15,12 +15,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import orjson
 import pytest
+import simdjson
 
 from serving.card import MODEL_FILE, ModelCard, TensorSpec, file_sha256
 from serving.errors import InvalidInput
@@ -80,6 +82,17 @@ class ExampleTally:
             f"only {self.checked} of {total} examples reached the checks"
         )
         assert self.refused >= share * total, f"only {self.refused} of {total} were refused"
+
+
+def never_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make orjson's and simdjson's parsers fail the test if called: for bodies that must
+    be refused unparsed (parsing them is what holds the GIL for seconds)."""
+
+    def parsed(document: Any) -> Any:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", parsed)
+    monkeypatch.setattr(simdjson, "Parser", lambda: SimpleNamespace(parse=parsed))
 
 
 def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str) -> T:

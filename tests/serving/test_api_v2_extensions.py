@@ -17,7 +17,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from serving.app import create_app
 from serving.codecs import v2, v2_client
 from serving.settings import Settings
-from tests.support import metric_samples, write_tiny_model
+from tests.support import metric_samples, never_parse, write_tiny_model
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 to drive its TestClient; httpx 0.28 works the same.
@@ -292,10 +292,7 @@ def test_repository_body_over_64_kib_is_refused_unparsed(
     # repository request is a small object ({"ready": true}, {"parameters": {...}}).
     body = b'{"ready": true, "x": [' + b"[]," * 30_000 + b"[]]}"
 
-    def unparsed(document: bytes) -> Any:
-        raise AssertionError("parsed")
-
-    monkeypatch.setattr(orjson, "loads", unparsed)
+    never_parse(monkeypatch)
     response = client.post("/v2/repository/index", content=body)
 
     assert response.status_code == 413

@@ -3,17 +3,16 @@ and what was expected."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-import simdjson
 
 from serving.codecs.v1 import decode_json_images
 from serving.errors import InvalidInput
 from tests.serving.codecs.v1.helpers import json_body, random_images
+from tests.support import never_parse
 
 
 def flat_image_with(last_value: Any) -> list[Any]:
@@ -195,10 +194,7 @@ def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
     # orjson seconds, holding the GIL, so a body of many times that must not reach it.
     body = json_body([[[]] * 30] * 40)
 
-    def unparsed(document: bytes) -> Any:
-        raise AssertionError("parsed")
-
-    monkeypatch.setattr(orjson, "loads", unparsed)
+    never_parse(monkeypatch)
     expected = r"^body: 1241 JSON arrays, far more than 8 images \(the limit per request\) can"
     with pytest.raises(InvalidInput, match=expected):
         decode_json_images(body, max_images=8)
@@ -215,11 +211,7 @@ def test_far_more_values_than_the_images_allowed_need_are_refused_unparsed(
     # 1-2 s, holding the GIL, so a body of twice that must reach neither parser.
     body = json_body([values])
 
-    def unparsed(document: bytes) -> Any:
-        raise AssertionError("parsed")
-
-    monkeypatch.setattr(orjson, "loads", unparsed)
-    monkeypatch.setattr(simdjson, "Parser", lambda: SimpleNamespace(parse=unparsed))
+    never_parse(monkeypatch)
     expected = r"^body: 13999 commas \(JSON values\), far more than 8 images \(the limit per"
     with pytest.raises(InvalidInput, match=expected):
         decode_json_images(body, max_images=8)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from serving.codecs import v2_client
 from serving.errors import InvalidInput
 from tests.serving.codecs.v2.helpers import an_input, decode, image_batches, json_body, unit_floats
+from tests.support import never_parse
 
 
 @settings(max_examples=30, deadline=None)
@@ -182,10 +183,7 @@ def test_far_more_arrays_than_the_images_allowed_need_are_refused_unparsed(
     # ones take orjson seconds, holding the GIL, so many times that must not reach it.
     body = json_body(inputs=[an_input(shape=[1, 784], data=[[]] * 3000)])
 
-    def unparsed(document: bytes) -> Any:
-        raise AssertionError("parsed")
-
-    monkeypatch.setattr(orjson, "loads", unparsed)
+    never_parse(monkeypatch)
     with pytest.raises(InvalidInput, match=r"^request: 3003 JSON arrays, far more than 16 images"):
         decode(body)
 
@@ -197,10 +195,7 @@ def test_far_more_values_than_the_images_allowed_need_are_refused_unparsed(
     # orjson 1-2 s, holding the GIL, so twice that must not reach it.
     body = json_body(inputs=[an_input(shape=[26_000], data=[0] * 26_000)])
 
-    def unparsed(document: bytes) -> Any:
-        raise AssertionError("parsed")
-
-    monkeypatch.setattr(orjson, "loads", unparsed)
+    never_parse(monkeypatch)
     expected = r"^request: 26\d{3} commas \(JSON values\), far more than 16 images"
     with pytest.raises(InvalidInput, match=expected):
         decode(body)
