@@ -8,6 +8,7 @@ outcome in metrics and in ``request.state`` (for Server-Timing and access logs).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from serving.repository import ServedModel
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
+_DECIMAL_MILLISECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 # The scope extension ServingHttpProtocol sets to the live set of its server's request
 # tasks, those created and not yet started included: read by :func:`is_alone`.
 SERVER_TASKS = "mnist_serve.server_tasks"
@@ -125,12 +127,13 @@ def request_deadline(request: Request, timeout_s: float | None = None) -> float:
     limit_s = server_of(request).settings.request_timeout_s
     header = request.headers.get(TIMEOUT_HEADER)
     if header is not None:
-        try:
-            header_ms = float(header)
-        except ValueError:
+        # Decimal digits only: float() would also take "1_000", "1e3", "inf" and "nan".
+        if not _DECIMAL_MILLISECONDS.fullmatch(header.strip()):
             raise InvalidInput(
-                f"header X-Request-Timeout-Ms: expected milliseconds, got {header!r}"
-            ) from None
+                "header X-Request-Timeout-Ms: expected milliseconds as a decimal number, "
+                f"got {header!r}"
+            )
+        header_ms = float(header)
         if not header_ms > 0:
             raise InvalidInput(f"header X-Request-Timeout-Ms: must be > 0, got {header!r}")
         limit_s = min(limit_s, header_ms / 1000)

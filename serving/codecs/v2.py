@@ -60,10 +60,14 @@ def parse_header_length(value: str | None, body_bytes: int) -> int | None:
     """The JSON header's length from ``Inference-Header-Content-Length``, checked."""
     if value is None:
         return None
-    try:
-        length = int(value.strip())
-    except ValueError:
-        raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {value[:40]!r}") from None
+    digits = value.strip()
+    # Digits only, as HTTP's own lengths: int() would also take "+20" and "2_0".
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidInput(
+            f"{HEADER_LENGTH} must be the length of the JSON header in bytes, as decimal "
+            f"digits; got {value[:40]!r}"
+        )
+    length = int(digits)
     if not 0 < length <= body_bytes:
         raise InvalidInput(
             f"{HEADER_LENGTH} is {length} but the body has {body_bytes} bytes; "

@@ -295,7 +295,7 @@ def binary_body(size: int | None = None, datatype: str = "FP32") -> tuple[bytes,
     [
         ("100000", "the length of the JSON header"),
         ("-3", "the length of the JSON header"),
-        ("twelve", "must be an integer"),
+        ("twelve", "as decimal digits"),
         ("7", "not valid JSON"),
     ],
 )

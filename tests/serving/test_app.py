@@ -199,14 +199,27 @@ def test_preflights_and_refusals_are_observed(tiny_repo: Path, stack: str) -> No
     assert metric_value(samples, responses, status_code="401") == 1
 
 
-def test_bad_timeout_header_is_a_400(client: TestClient) -> None:
+# float() reads all but the first as numbers; a timeout is a decimal count of milliseconds.
+@pytest.mark.parametrize("timeout_ms", ["soon", "1_000", "inf", "1e3", "0x10", "-5", "0"])
+def test_bad_timeout_header_is_a_400(client: TestClient, timeout_ms: str) -> None:
     response = client.post(
         "/v1/models/tiny/predict",
         content=ONE_IMAGE,
-        headers={"content-type": "application/json", "x-request-timeout-ms": "soon"},
+        headers={"content-type": "application/json", "x-request-timeout-ms": timeout_ms},
     )
     assert response.status_code == 400
-    assert "X-Request-Timeout-Ms" in response.json()["error"]
+    assert response.json()["error"].startswith("header X-Request-Timeout-Ms: ")
+    assert repr(timeout_ms) in response.json()["error"]
+
+
+@pytest.mark.parametrize("timeout_ms", ["1000", "2500.5", " 1000 ", "5000."])
+def test_a_decimal_timeout_header_is_accepted(client: TestClient, timeout_ms: str) -> None:
+    response = client.post(
+        "/v1/models/tiny/predict",
+        content=ONE_IMAGE,
+        headers={"content-type": "application/json", "x-request-timeout-ms": timeout_ms},
+    )
+    assert response.status_code == 200
 
 
 def test_good_requests_are_answered_after_bad_ones(client: TestClient) -> None:
