@@ -27,6 +27,9 @@ from serving.settings import Settings
 logger = logging.getLogger("mnist_serve.repository")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Names the V2 protocol's own routes take: GET /v2/models/stats is every model's
+# statistics (as on Triton), so a model of that name would never get its metadata.
+RESERVED_NAMES = {"stats": "GET /v2/models/stats (the statistics of every model)"}
 
 
 @dataclass(eq=False)
@@ -205,6 +208,12 @@ class ModelRepository:
         version_dirs = list_version_dirs(model_dir)
         if not version_dirs:
             raise ModelLoadError(f"{model_dir}: no version folders (expected {model_dir}/1/)")
+        route = RESERVED_NAMES.get(model_dir.name)
+        if route is not None:
+            reason = f"the model name {model_dir.name!r} is taken by {route}; rename its folder"
+            for version_dir in version_dirs:
+                self._failures[(model_dir.name, version_dir.name)] = reason
+            raise ModelLoadError(f"{model_dir}: {reason}")
         loaded: dict[str, ServedModel] = {}
         try:
             for version_dir in version_dirs:

@@ -113,6 +113,31 @@ def test_skip_bad_models_serves_the_good_ones_and_lists_the_bad_as_unavailable(
     assert asyncio.run(scenario()) == [("broken", "1", "UNAVAILABLE"), ("good", "1", "READY")]
 
 
+def test_a_model_named_as_a_v2_route_is_refused_at_start_naming_the_route(
+    tmp_path: Path,
+) -> None:
+    write_tiny_model(tmp_path, "stats")
+
+    with pytest.raises(ModelLoadError, match=r"'stats' is taken by GET /v2/models/stats"):
+        load(repository_for(tmp_path))
+
+
+def test_skip_bad_models_lists_a_model_named_as_a_v2_route_as_unavailable(
+    tmp_path: Path,
+) -> None:
+    write_tiny_model(tmp_path, "good")
+    write_tiny_model(tmp_path, "stats")
+    repository = repository_for(tmp_path, skip_bad_models=True)
+
+    async def scenario() -> list[tuple[str, str, str]]:
+        await repository.load_all()
+        index = [(entry.name, entry.version, entry.state) for entry in repository.index()]
+        await repository.close()
+        return index
+
+    assert asyncio.run(scenario()) == [("good", "1", "READY"), ("stats", "1", "UNAVAILABLE")]
+
+
 def test_model_names_never_reach_the_file_system_as_paths(tiny_repo: Path) -> None:
     repository = repository_for(tiny_repo)
 
