@@ -32,6 +32,7 @@ from serving.api.common import (
     serving_error_response,
     unexpected_error_response,
 )
+from serving.api.redoc import redoc_page_for
 from serving.auth import ApiKeyMiddleware
 from serving.cors import JsonCorsMiddleware
 from serving.decode_pool import DecodePool
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
     app = as_serving_app(
         FastAPIOffline(
             static_url=DOCS_ASSETS_URL,
+            redoc_url=None,  # ours, below: the same page, its images kept on this server
             title="mnist-serve",
             version=package_version(),
             summary="Dynamically batched MNIST inference on ONNX Runtime: v1 API and KServe V2.",
@@ -147,6 +149,7 @@ def create_app(settings: Settings | None = None) -> ServingApp:
     app.include_router(health.router)
     app.include_router(v1.router)
     app.include_router(v2.router)
+    app.add_api_route("/redoc", redoc_page_for(DOCS_ASSETS_URL), include_in_schema=False)
     _add_operational_routes(app, server)
     _add_middleware(app, settings, metrics)
     return app
