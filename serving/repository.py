@@ -20,8 +20,14 @@ from pydantic import ValidationError
 from serving.batcher import Batcher, BatcherConfig
 from serving.card import CARD_FILE, MODEL_FILE, ModelCard, file_sha256
 from serving.errors import ModelNotFound, ModelNotReady, quoted
+from serving.inline_policy import inline_compute_max_s
 from serving.metrics import ServingMetrics
-from serving.runtime import ModelLoadError, OnnxRuntimeModel, default_intra_op_threads
+from serving.runtime import (
+    ModelLoadError,
+    OnnxRuntimeModel,
+    cpus_per_worker,
+    default_intra_op_threads,
+)
 from serving.settings import Settings
 
 logger = logging.getLogger("mnist_serve.repository")
@@ -269,7 +275,9 @@ class ModelRepository:
             timings = runtime.warm_up(range(1, config.max_batch_size + 1))
             batcher.record_batch_time(timings[config.max_batch_size])
             inline = batcher.inline
-            inline.max_s = settings.inline_compute_max_ms / 1000
+            inline.max_s = inline_compute_max_s(
+                settings.inline_compute_max_ms, cpus_per_worker(settings.workers)
+            )
             inline.max_images = max(
                 (size for size, seconds in timings.items() if seconds < inline.max_s), default=0
             )

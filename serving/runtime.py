@@ -63,9 +63,14 @@ def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
-def default_intra_op_threads(workers: int) -> int:
-    """Split the usable CPUs across worker processes so they do not oversubscribe."""
+def cpus_per_worker(workers: int) -> int:
+    """The usable CPUs split across worker processes, at least one each."""
     return max(1, usable_cpus() // max(1, workers))
+
+
+def default_intra_op_threads(workers: int) -> int:
+    """A thread per CPU of the worker's share, so the workers do not oversubscribe."""
+    return cpus_per_worker(workers)
 
 
 def select_providers(device: Device, available: Sequence[str]) -> list[str]:

@@ -61,11 +61,12 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, ge=1, description="ORT inter-op threads")
     graph_optimization: GraphOptimization = Field("all", description="ORT graph optimisation")
     warmup: bool = Field(True, description="Run every batch bucket once before ready")
-    inline_compute_max_ms: float = Field(
-        0.2,
+    inline_compute_max_ms: float | None = Field(
+        None,
         ge=0,
         description="Batches measured at warm-up to run faster than this run on the event "
-        "loop, not a thread (a hand-off costs ~0.1 ms) (measured)",
+        "loop, not a thread; default 2 when a worker has one CPU (a hand-off overlaps "
+        "nothing), else 0.2 (a hand-off costs ~0.1 ms) (measured)",
     )
     idle_inline_max_ms: float = Field(
         10.0,

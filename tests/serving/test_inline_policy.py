@@ -14,7 +14,12 @@ import pytest
 from serving.batch_result import BatchResult
 from serving.batcher import Batcher, BatcherConfig
 from serving.errors import InferenceFailed
-from serving.inline_policy import InlinePolicy
+from serving.inline_policy import (
+    ONE_CPU_INLINE_MAX_MS,
+    SHARED_INLINE_MAX_MS,
+    InlinePolicy,
+    inline_compute_max_s,
+)
 from tests.serving.batcher_fakes import (
     IDLE_INLINE,
     POISON,
@@ -260,3 +265,21 @@ def test_a_lone_request_too_large_for_the_event_loop_goes_through_the_queue() ->
     loop_thread = run_scenario(scenario)
     assert model.batch_sizes == [1024]
     assert model.threads != [loop_thread]
+
+
+@pytest.mark.parametrize(
+    ("cpus_per_worker", "expected_ms"), [(1, ONE_CPU_INLINE_MAX_MS), (2, SHARED_INLINE_MAX_MS)]
+)
+def test_by_default_a_worker_with_one_cpu_runs_larger_batches_on_the_event_loop(
+    cpus_per_worker: int, expected_ms: float
+) -> None:
+    # With one CPU a hand-off overlaps nothing; with more, the loop reads requests while
+    # ONNX Runtime computes on another CPU.
+    assert inline_compute_max_s(None, cpus_per_worker) == expected_ms / 1000
+    assert ONE_CPU_INLINE_MAX_MS > SHARED_INLINE_MAX_MS
+
+
+@pytest.mark.parametrize("cpus_per_worker", [1, 4])
+def test_a_configured_inline_bound_applies_whatever_the_cpus(cpus_per_worker: int) -> None:
+    assert inline_compute_max_s(0.0, cpus_per_worker) == 0.0
+    assert inline_compute_max_s(5.0, cpus_per_worker) == 0.005

@@ -11,6 +11,7 @@ import pytest
 
 from serving.card import CARD_FILE, MODEL_FILE
 from serving.errors import ModelNotFound
+from serving.inline_policy import ONE_CPU_INLINE_MAX_MS, SHARED_INLINE_MAX_MS
 from serving.metrics import ServingMetrics
 from serving.repository import ModelRepository
 from serving.runtime import ModelLoadError, OnnxRuntimeModel
@@ -227,3 +228,21 @@ def test_a_lone_large_request_runs_on_the_event_loop_only_while_the_server_is_id
     assert np.allclose(outputs, tiny_logits(images, seed=1), atol=1e-5)
     ran_on = ["event loop" if name == loop_thread else "ORT thread" for name in threads]
     assert ran_on == [expected_thread]
+
+
+@pytest.mark.parametrize(
+    ("cpus", "bound_ms"), [(1, ONE_CPU_INLINE_MAX_MS), (2, SHARED_INLINE_MAX_MS)]
+)
+def test_warm_up_bounds_event_loop_batches_by_the_cpus_a_worker_has(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, cpus: int, bound_ms: float
+) -> None:
+    monkeypatch.setattr("serving.repository.cpus_per_worker", lambda workers: cpus)
+    repository = repository_for(tiny_repo)
+
+    async def scenario() -> float:
+        await repository.load_all()
+        bound_s = repository.get("tiny").batcher.inline.max_s
+        await repository.close()
+        return bound_s
+
+    assert asyncio.run(scenario()) == bound_ms / 1000
